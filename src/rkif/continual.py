@@ -1,0 +1,133 @@
+"""Backbone-independent wiring of one continual-learning task: which data, which adapters, where."""
+
+import json
+import os
+import platform
+import subprocess
+import time
+from dataclasses import dataclass, field
+
+from .adapters import adapter_exists
+from .data import load_records, task_file
+from .errors import InputError
+from .memory import build_memory_buffer, validation_subset
+from .tasks import check_task_id, resolve_order
+
+METHODS = ("RKIF", "SeqLoRA", "Replay")
+VAL_PER_TASK = 25  # fixed in the released recipe; val_set_size only switches validation on or off
+
+
+def run_dir(output_path, base_model, method, order_name):
+    model_name = os.path.basename(os.path.normpath(base_model))
+    return os.path.join(output_path, f"{model_name}lora_{method}_dataset_id_{order_name}")
+
+
+def adapter_dir(output_path, base_model, method, order_name, task_id, task):
+    return os.path.join(run_dir(output_path, base_model, method, order_name), f"{task_id}-{task}")
+
+
+@dataclass
+class TaskPlan:
+    """Everything one task's training reads, checked before anything is written."""
+
+    order_name: str
+    tasks: list
+    task_id: int
+    method: str
+    output_dir: str
+    previous_adapter: str = None
+    train: list = field(default_factory=list)
+    memory: list = field(default_factory=list)
+    validation: list = field(default_factory=list)
+
+    @property
+    def task(self):
+        return self.tasks[self.task_id]
+
+
+def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_model,
+              memory_data_ratio, val_set_size, seed=42, suffix="_T5", fields=("input", "output")):
+    if method_name not in METHODS:
+        raise InputError(f"--method_name: unknown method {method_name!r}; expected one of {METHODS}")
+    if not base_model:
+        raise InputError("--base_model: required (a local model folder or a model id)")
+    order_name, tasks = resolve_order(dataset_id)
+    check_task_id(task_id, tasks)
+    if not os.path.isdir(data_dir):
+        raise InputError(f"--data_dir: folder {data_dir} does not exist")
+    if memory_data_ratio < 0:
+        raise InputError(f"--memory_data_ratio: must be >= 0 (percent of each earlier task), got {memory_data_ratio}")
+
+    plan = TaskPlan(order_name, tasks, task_id, method_name,
+                    adapter_dir(output_path, base_model, method_name, order_name, task_id, tasks[task_id]))
+    if task_id > 0:
+        prev = adapter_dir(output_path, base_model, method_name, order_name, task_id - 1, tasks[task_id - 1])
+        if not adapter_exists(prev):
+            raise InputError(
+                f"the adapter of task {task_id - 1} ({tasks[task_id - 1]}) is missing at {prev}; "
+                f"train task {task_id - 1} first"
+            )
+        plan.previous_adapter = prev
+
+    plan.train = load_records(task_file(data_dir, "train", plan.task, suffix), fields)
+    if method_name != "SeqLoRA" and task_id > 0:
+        earlier = [load_records(task_file(data_dir, "train", t, suffix), fields) for t in tasks[:task_id]]
+        plan.memory = build_memory_buffer(earlier, memory_data_ratio, seed)
+        if not plan.memory:
+            raise InputError(
+                f"--memory_data_ratio {memory_data_ratio}: the memory buffer of tasks {tasks[:task_id]} is empty "
+                "(n_i = floor(|train_i| * ratio / 100) is 0 for every earlier task); raise the ratio"
+            )
+    if val_set_size > 0:
+        for t in tasks[: task_id + 1]:
+            plan.validation += validation_subset(load_records(task_file(data_dir, "dev", t, suffix), fields),
+                                                 VAL_PER_TASK, seed)
+    return plan
+
+
+def library_versions():
+    import accelerate
+    import datasets
+    import peft
+    import torch
+    import transformers
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
+            "peft": peft.__version__, "datasets": datasets.__version__, "accelerate": accelerate.__version__}
+
+
+def git_commit():
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
+                           capture_output=True, text=True, timeout=10).stdout.strip()
+    return out.stdout.strip() + ("-dirty" if dirty else "")
+
+
+def device_name():
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def run_info_json(settings, *, world_size, micro_batch_size, gradient_accumulation_steps, started, extra):
+    info = {
+        "settings": settings,
+        "versions": library_versions(),
+        "device": device_name(),
+        "world_size": world_size,
+        "micro_batch_size": micro_batch_size,
+        "gradient_accumulation_steps": gradient_accumulation_steps,
+        "effective_batch_size": micro_batch_size * gradient_accumulation_steps * world_size,
+        "git_commit": git_commit(),
+        "wall_time_s": round(time.time() - started, 3),
+        **extra,
+    }
+    return json.dumps(info, indent=2, default=str)

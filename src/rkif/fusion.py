@@ -1,0 +1,66 @@
+"""Global importance masks and the four-case fusion of inner and outer LoRA updates."""
+
+import math
+
+import torch
+
+# (w_in, w_out) when both masks mark an entry important, and when neither does.
+BOTH_IMPORTANT = (0.4, 0.6)
+NEITHER_IMPORTANT = (0.5, 0.5)
+
+
+def quantile_threshold(values, q):
+    """torch.quantile(values, q) with linear interpolation, for any number of elements.
+
+    torch.quantile refuses inputs above 2**24 elements (a LoRA adapter of a 13B model has
+    more), so the two order statistics around the position are taken with kthvalue.
+    """
+    flat = values.reshape(-1)
+    n = flat.numel()
+    if n == 0:
+        raise ValueError("quantile of an empty set of scores")
+    if not 0.0 <= q <= 1.0:
+        raise ValueError(f"quantile must be in [0, 1], got {q}")
+    pos = q * (n - 1)
+    lo, hi = math.floor(pos), math.ceil(pos)
+    v_lo = torch.kthvalue(flat, lo + 1).values
+    v_hi = v_lo if hi == lo else torch.kthvalue(flat, hi + 1).values
+    return v_lo + (pos - lo) * (v_hi - v_lo)
+
+
+def global_mask(scores, quantile):
+    """{name: 0/1 tensor}: 1 where score > tau, tau the q-quantile of all scores together."""
+    if not scores:
+        return {}
+    names = sorted(scores)
+    flat = torch.cat([scores[n].reshape(-1).float().cpu() for n in names])
+    tau = quantile_threshold(flat, quantile)
+    return {n: (scores[n] > tau.to(scores[n].device, scores[n].dtype)).to(scores[n].dtype) for n in names}
+
+
+def fusion_weights(inner_mask, outer_mask):
+    """Per-entry (w_in, w_out): inner only -> (1, 0), outer only -> (0, 1), both -> (0.4, 0.6), neither -> (0.5, 0.5)."""
+    m_in = inner_mask.bool()
+    m_out = outer_mask.bool()
+    w_in = torch.full(m_in.shape, NEITHER_IMPORTANT[0], dtype=torch.float32, device=m_in.device)
+    w_in[m_in & m_out] = BOTH_IMPORTANT[0]
+    w_in[m_in & ~m_out] = 1.0
+    w_in[~m_in & m_out] = 0.0
+    # Every case's weights sum to one, so w_out follows from w_in.
+    return w_in, 1.0 - w_in
+
+
+def fuse(anchor, delta_in, delta_out, inner_mask, outer_mask):
+    """theta = anchor + w_in * delta_in + w_out * delta_out, per entry, for every tensor of ``anchor``.
+
+    A tensor missing from a mask (its tracker never saw a valid gradient) counts as all zeros.
+    """
+    fused = {}
+    for name, a in anchor.items():
+        m_in = inner_mask.get(name)
+        m_out = outer_mask.get(name)
+        m_in = torch.zeros_like(a, dtype=torch.bool) if m_in is None else m_in
+        m_out = torch.zeros_like(a, dtype=torch.bool) if m_out is None else m_out
+        w_in, w_out = fusion_weights(m_in, m_out)
+        fused[name] = (a.float() + w_in * delta_in[name].float() + w_out * delta_out[name].float()).to(a.dtype)
+    return fused
