@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Released training grid for T5-LoRA with Recurrent-KIF: Standard CL orders 4-6, then
+# Long Sequence orders 1-3, every task in sequence. Tasks whose adapter already exists
+# are skipped, so an interrupted grid resumes where it stopped; the first failure stops it.
+#
+#   BASE_MODEL=/models/t5-large GPU=0 ./scripts/run_train_KIF_t5lora.sh
+#
+# Environment:
+#   BASE_MODEL   (required) local folder or model id, e.g. /models/t5-large, /models/flan-t5-xl
+#   GPU          (required) CUDA device index, e.g. 0, or "cpu"
+#   DATA_DIR     data folder (default data/long_sequence)
+#   OUTPUT_PATH  where adapters go (default output)
+#   METHOD       RKIF (default), SeqLoRA or Replay
+#   DATASET_IDS  orders to run (default "4 5 6 1 2 3"); an order may be a JSON file of task names
+#   PYTHON       interpreter (default .venv/bin/python if present, else python)
+# Any arguments are passed on to finetune_KIF_t5lora.py (e.g. --num_epochs 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+: "${BASE_MODEL:?set BASE_MODEL to the T5 model folder or id, e.g. BASE_MODEL=/models/t5-large}"
+: "${GPU:?set GPU to the CUDA device index to train on (e.g. GPU=0), or GPU=cpu}"
+DATA_DIR=${DATA_DIR:-data/long_sequence}
+OUTPUT_PATH=${OUTPUT_PATH:-output}
+METHOD=${METHOD:-RKIF}
+DATASET_IDS=${DATASET_IDS:-"4 5 6 1 2 3"}
+if [ -z "${PYTHON:-}" ]; then
+  if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
+fi
+if [ "$GPU" = cpu ]; then export CUDA_VISIBLE_DEVICES=""; else export CUDA_VISIBLE_DEVICES="$GPU"; fi
+
+model_name=$(basename "${BASE_MODEL%/}")
+for dataset_id in $DATASET_IDS; do
+  tasks=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks "$dataset_id")
+  order_name=$dataset_id
+  case "$dataset_id" in *.json) order_name=$(basename "$dataset_id" .json) ;; esac
+  task_id=0
+  for task in $tasks; do
+    out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}/${task_id}-${task}"
+    if [ -f "$out/adapter_model.bin" ]; then
+      echo "skip: order $dataset_id task $task_id-$task (adapter exists at $out)"
+    else
+      echo "train: order $dataset_id task $task_id-$task"
+      "$PYTHON" src/finetune_KIF_t5lora.py \
+        --method_name "$METHOD" \
+        --base_model "$BASE_MODEL" \
+        --data_dir "$DATA_DIR" \
+        --output_path "$OUTPUT_PATH" \
+        --dataset_id "$dataset_id" \
+        --task_id "$task_id" \
+        --num_epochs 10 \
+        --batch_size 8 \
+        --micro_batch_size 2 \
+        --learning_rate 3e-4 \
+        --inner_iterations 8 \
+        --outer_iterations 4 \
+        --train_batch_size_outer 8 \
+        --empty_inner_score_flag 1 \
+        --empty_outer_score_flag 0 \
+        --quantile 0.8 \
+        --beta1 0.85 \
+        --beta2 0.85 \
+        --memory_data_ratio 2 \
+        "$@"
+    fi
+    task_id=$((task_id + 1))
+  done
+done
+echo "done: all tasks of orders $DATASET_IDS have adapters under $OUTPUT_PATH"

@@ -1,0 +1,35 @@
+import json
+import os
+
+import pytest
+
+from rkif.synthetic import write_synthetic_benchmark
+from rkif.tiny import build_tiny_t5, corpus_from_data_dir
+
+TASKS = ["weather", "sport", "food"]
+
+
+@pytest.fixture(scope="session")
+def bench_dir(tmp_path_factory):
+    """Small fixture benchmark (3 tasks, 24 train / 8 dev / 8 test) and a custom order file."""
+    d = str(tmp_path_factory.mktemp("bench"))
+    write_synthetic_benchmark(d, TASKS, n_train=24, n_dev=8, n_test=8, seed=1)
+    with open(os.path.join(d, "order.json"), "w") as f:
+        json.dump(TASKS, f)
+    return d
+
+
+@pytest.fixture(scope="session")
+def tiny_t5(tmp_path_factory, bench_dir):
+    d = str(tmp_path_factory.mktemp("tiny_t5"))
+    return build_tiny_t5(d, corpus_from_data_dir(bench_dir), vocab_size=256, d_model=32, d_ff=64, num_heads=2)
+
+
+def cli_args(tiny_t5, bench_dir, out, task_id, method="RKIF", **extra):
+    """Flags of a fast 3-task run on the fixture benchmark."""
+    flags = dict(base_model=tiny_t5, data_dir=bench_dir, dataset_id=os.path.join(bench_dir, "order.json"),
+                 task_id=task_id, method_name=method, output_path=out, num_epochs=2, eval_steps=3, warmup_steps=1,
+                 batch_size=4, micro_batch_size=2, inner_iterations=2, outer_iterations=2, train_batch_size_outer=4,
+                 memory_data_ratio=25, logging_steps=100)
+    flags.update(extra)
+    return [f"--{k}={v}" for k, v in flags.items()]

@@ -1,0 +1,71 @@
+"""Three tasks in sequence through the CLI, for each method, on a tiny T5 and the fixture benchmark."""
+
+import json
+import os
+
+import pytest
+import torch
+from peft import PeftModel
+from transformers import AutoModelForSeq2SeqLM
+
+from conftest import TASKS, cli_args
+from finetune_KIF_t5lora import main
+
+@pytest.fixture(scope="module")
+def runs(tiny_t5, bench_dir, tmp_path_factory):
+    out = str(tmp_path_factory.mktemp("runs"))
+    for method in ("RKIF", "SeqLoRA", "Replay"):
+        for t in range(3):
+            main(cli_args(tiny_t5, bench_dir, out, t, method))
+    return out
+
+def task_dir(out, tiny_t5, method, t):
+    model_name = os.path.basename(tiny_t5)
+    return os.path.join(out, f"{model_name}lora_{method}_dataset_id_order", f"{t}-{TASKS[t]}")
+
+@pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay"])
+def test_three_tasks_chain_real_adapters(runs, tiny_t5, method):
+    previous = None
+    for t in range(3):
+        d = task_dir(runs, tiny_t5, method, t)
+        weights = torch.load(os.path.join(d, "adapter_model.bin"))
+        # r=8 LoRA on q and v of 2 encoder + 2 decoder layers (self and cross attention): 6 blocks x 2 x (A, B)
+        assert len(weights) == 24 and all("lora_" in k for k in weights)
+        model = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), d)
+        loaded = {k: v for k, v in model.named_parameters() if "lora_" in k}
+        assert len(loaded) == 24
+        if previous is not None:
+            assert any(not torch.equal(weights[k], previous[k]) for k in weights)
+        previous = weights
+        info = json.load(open(os.path.join(d, "run_info.json")))
+        assert info["task"] == TASKS[t] and info["settings"]["method_name"] == method
+        assert info["effective_batch_size"] == 4 and info["world_size"] == 1
+        assert info["versions"]["transformers"] == "4.28.1" and info["versions"]["peft"] == "0.4.0"
+        assert info["wall_time_s"] > 0
+        expected_prev = None if t == 0 else task_dir(runs, tiny_t5, method, t - 1)
+        assert info["previous_adapter"] == expected_prev
+        # 24 examples (+ memory for Replay), micro-batch 2 x accumulation 2, 2 epochs; the Trainer counts
+        # len(dataloader) // accumulation optimizer steps per epoch
+        n_train = 24 + (6 * t if method == "Replay" else 0)
+        assert info["num_train_examples"] == n_train
+        assert info["global_steps"] == 2 * (-(-n_train // 2) // 2)
+        fusions = info["kif"]["fusions"]
+        if method == "RKIF" and t > 0:
+            assert info["kif"]["memory_size"] == 6 * t
+            assert fusions == info["global_steps"] // 2 and info["kif"]["outer_steps"] == 2 * fusions
+        else:
+            assert fusions == 0
+
+def test_restored_adapter_is_the_best_checkpoint(runs, tiny_t5):
+    for t in range(3):
+        d = task_dir(runs, tiny_t5, "RKIF", t)
+        info = json.load(open(os.path.join(d, "run_info.json")))
+        best = info["best_model_checkpoint"]
+        assert best and os.path.isdir(best)
+        state = json.load(open(os.path.join(best, "trainer_state.json")))
+        losses = [e["eval_loss"] for e in state["log_history"] if "eval_loss" in e]
+        assert info["best_eval_loss"] == min(losses)
+        final = torch.load(os.path.join(d, "adapter_model.bin"))
+        at_best = torch.load(os.path.join(best, "adapter_model.bin"))
+        assert final.keys() == at_best.keys()
+        assert all(torch.equal(final[k], at_best[k]) for k in final)

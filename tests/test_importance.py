@@ -1,0 +1,59 @@
+import math
+
+import torch
+
+from rkif.importance import ImportanceTracker
+
+
+def param(values, grad):
+    p = torch.nn.Parameter(torch.tensor(values))
+    p.grad = torch.tensor(grad)
+    return p
+
+
+def test_two_updates_match_hand_computed_ema():
+    t = ImportanceTracker(beta1=0.5, beta2=0.75)
+    p = param([2.0, -1.0], [0.5, 3.0])  # s = |theta * grad| = [1, 3]
+    t.update([("layer.lora_A.weight", p)])
+    # I = 0.5*0 + 0.5*s = [0.5, 1.5]; U = 0.75*0 + 0.25*|s - I| = [0.125, 0.375]
+    assert torch.allclose(t.sensitivity["layer.lora_A.weight"], torch.tensor([0.5, 1.5]))
+    assert torch.allclose(t.uncertainty["layer.lora_A.weight"], torch.tensor([0.125, 0.375]))
+    p.grad = torch.tensor([1.0, 0.0])  # s = [2, 0]
+    t.update([("layer.lora_A.weight", p)])
+    i_bar = [0.5 * 0.5 + 0.5 * 2, 0.5 * 1.5 + 0.0]  # [1.25, 0.75]
+    u_bar = [0.75 * 0.125 + 0.25 * abs(2 - 1.25), 0.75 * 0.375 + 0.25 * abs(0 - 0.75)]
+    assert torch.allclose(t.sensitivity["layer.lora_A.weight"], torch.tensor(i_bar))
+    assert torch.allclose(t.uncertainty["layer.lora_A.weight"], torch.tensor(u_bar))
+    expected = [i * u for i, u in zip(i_bar, u_bar)]
+    assert torch.allclose(t.scores()["layer.lora_A.weight"], torch.tensor(expected))
+    assert t.num_updates == 2 and math.isclose(expected[0], 1.25 * (0.09375 + 0.1875))
+
+
+def test_tracks_only_lora_tensors_with_gradients():
+    t = ImportanceTracker()
+    no_grad = torch.nn.Parameter(torch.ones(2))
+    t.update([("encoder.q.weight", param([1.0], [1.0])), ("q.lora_B.default.weight", param([1.0], [1.0])),
+              ("q.lora_A.default.weight", no_grad)])
+    assert set(t.scores()) == {"q.lora_B.default.weight"}
+
+
+def test_nan_gradient_skips_whole_update_and_is_counted():
+    t = ImportanceTracker(0.85, 0.85)
+    a, b = param([1.0, 1.0], [1.0, 1.0]), param([1.0], [2.0])
+    t.update([("a.lora_A", a), ("b.lora_B", b)])
+    before = {n: v.clone() for n, v in t.scores().items()}
+    b.grad = torch.tensor([float("nan")])
+    assert t.update([("a.lora_A", a), ("b.lora_B", b)]) is False
+    assert t.nan_skips == 1 and t.num_updates == 1
+    for n, v in t.scores().items():
+        assert torch.equal(v, before[n])
+
+
+def test_reset_clears_state_and_counters():
+    t = ImportanceTracker()
+    p = param([1.0], [float("nan")])
+    t.update([("x.lora_A", p)])
+    p.grad = torch.tensor([1.0])
+    t.update([("x.lora_A", p)])
+    t.reset()
+    assert t.scores() == {} and t.num_updates == 0 and t.nan_skips == 0

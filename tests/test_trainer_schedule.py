@@ -1,0 +1,152 @@
+"""The Recurrent-KIF schedule inside the real transformers 4.28.1 training loop, on a tiny T5."""
+
+import os
+
+import pytest
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+from rkif.adapters import lora_parameters, save_adapter_atomically
+from rkif.data import load_records, task_file
+from rkif.fusion import global_mask
+from rkif.seq2seq import tokenize_seq2seq
+from rkif.trainer import KIFConfig, RecurrentKIFTrainer
+
+
+def make_trainer(tiny_t5, bench_dir, tmp_path, *, memory=True, K=3, M=2, accumulation=1, micro=2, epochs=1,
+                 max_steps=-1, outer_optimizer="shared", warmup=0, **kif):
+    transformers.set_seed(0)
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
+        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM))
+    feats = lambda task: tokenize_seq2seq(load_records(task_file(bench_dir, "train", task)), tok, 128, 16)  # noqa
+    args = transformers.TrainingArguments(
+        output_dir=str(tmp_path), per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
+        num_train_epochs=epochs, max_steps=max_steps, learning_rate=1e-2, warmup_steps=warmup, save_strategy="no",
+        report_to="none", seed=0, logging_steps=1000, dataloader_pin_memory=False, disable_tqdm=True)
+    return RecurrentKIFTrainer(
+        model=model, args=args, train_dataset=feats("sport"), data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+        kif_config=KIFConfig(inner_iterations=K, outer_iterations=M, train_batch_size_outer=4,
+                             outer_optimizer=outer_optimizer, **kif),
+        memory_dataset=feats("weather")[:8] if memory else None)
+
+
+def test_outer_loop_runs_exactly_every_K_optimizer_steps(tiny_t5, bench_dir, tmp_path):
+    # 24 examples, micro-batch 2, accumulation 2: 6 optimizer steps per epoch, 2 epochs = 12 steps
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, K=5, M=3, accumulation=2, epochs=2,
+                           empty_inner_score_flag=False)
+    trainer.train()
+    assert trainer.state.global_step == 12
+    assert [h["global_step"] for h in trainer.kif_history] == [5, 10]  # steps 11, 12 are never fused
+    assert all(len(h["outer_losses"]) == 3 and len(h["memory_indices"]) == 3 for h in trainer.kif_history)
+    assert all(len(ix) == 4 for h in trainer.kif_history for ix in h["memory_indices"])
+    # one inner tracker update per optimizer step (not per micro-batch); flag 0 keeps counting
+    assert trainer.inner_tracker.num_updates == 12
+    assert trainer.outer_tracker.num_updates == 6
+    # the LR scheduler advanced once per inner optimizer step only
+    assert trainer.lr_scheduler.last_epoch == 12
+    for h in trainer.kif_history:  # linear decay from 1e-2 to 0 over 12 steps, no warm-up
+        assert h["learning_rate"] == pytest.approx(1e-2 * (12 - h["global_step"]) / 12)
+
+
+def test_no_memory_means_plain_lora_training(tiny_t5, bench_dir, tmp_path):
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, memory=False, K=2)
+    trainer.train()
+    assert trainer.state.global_step == 12
+    assert trainer.kif_history == [] and trainer.inner_tracker.num_updates == 0
+    assert trainer.kif_summary()["enabled"] is False
+
+
+def test_inner_tracker_reset_flag(tiny_t5, bench_dir, tmp_path):
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, K=4, empty_inner_score_flag=True,
+                           empty_outer_score_flag=True)
+    trainer.train()  # 12 steps: fusions at 4, 8, 12 each reset both trackers
+    assert [h["global_step"] for h in trainer.kif_history] == [4, 8, 12]
+    assert trainer.inner_tracker.num_updates == 0 and trainer.outer_tracker.num_updates == 0
+
+
+def test_outer_step_is_an_ordinary_training_step_divided_by_accumulation(tiny_t5, bench_dir, tmp_path):
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, accumulation=4)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    trainer.model_wrapped = trainer.model
+    trainer.model.eval()  # outer_step must switch to training mode itself
+    indices, batch = trainer.draw_memory_batch()
+    with torch.no_grad():
+        expected = trainer.model(**batch).loss.item() / 4
+    before = {n: p.detach().clone() for n, p in lora_parameters(trainer.model).items()}
+    loss = trainer.outer_step(batch)
+    assert trainer.model.training
+    assert loss == pytest.approx(expected, rel=1e-5)
+    after = lora_parameters(trainer.model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)  # the shared optimizer moved theta
+    assert all(p.grad is None for p in after.values())
+    assert trainer.outer_tracker.num_updates == 1 and trainer.inner_tracker.num_updates == 0
+    assert trainer.lr_scheduler.last_epoch == 0
+
+
+def test_fusion_writes_four_case_combination_into_the_model(tiny_t5, bench_dir, tmp_path):
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, M=1, quantile=0.5)
+    trainer.create_optimizer_and_scheduler(num_training_steps=10)
+    trainer.state.max_steps = 10
+    trainer._kif_begin()
+    params = lora_parameters(trainer.model)
+    g = torch.Generator().manual_seed(0)
+    anchor = {n: p.detach().clone() for n, p in params.items()}
+    inner_delta = {n: torch.randn(p.shape, generator=g) for n, p in params.items()}
+    outer_delta = {n: torch.randn(p.shape, generator=g) for n, p in params.items()}
+    with torch.no_grad():  # pretend K inner steps moved theta by inner_delta
+        for n, p in params.items():
+            p.add_(inner_delta[n])
+            p.grad = torch.rand(p.shape, generator=g)
+    trainer.inner_tracker.update(trainer.model.named_parameters())
+    inner_mask = global_mask(trainer.inner_tracker.scores(), 0.5)
+
+    def fake_outer_step(batch):
+        with torch.no_grad():
+            for n, p in params.items():
+                p.grad = torch.rand(p.shape, generator=g)
+                p.add_(outer_delta[n])
+        trainer.outer_tracker.update(trainer.model.named_parameters())
+        return 0.0
+
+    trainer.outer_step = fake_outer_step
+    trainer.recurrent_step()
+    outer_mask = global_mask(trainer.outer_tracker.scores(), 0.5)
+    for n, p in params.items():
+        a, di, do = anchor[n].flatten(), inner_delta[n].flatten(), outer_delta[n].flatten()
+        mi, mo = inner_mask[n].flatten(), outer_mask[n].flatten()
+        for j in range(a.numel()):
+            w = {(1, 0): (1.0, 0.0), (0, 1): (0.0, 1.0), (1, 1): (0.4, 0.6), (0, 0): (0.5, 0.5)}[
+                (int(mi[j]), int(mo[j]))]
+            assert p.flatten()[j].item() == pytest.approx((a[j] + w[0] * di[j] + w[1] * do[j]).item(), abs=1e-5)
+        assert torch.equal(trainer.anchor[n], p.detach())  # anchor moves to the fused parameters
+    assert 0 < sum(m.sum().item() for m in inner_mask.values()) < sum(m.numel() for m in inner_mask.values())
+
+
+def test_separate_outer_optimizer_has_its_own_advancing_schedule(tiny_t5, bench_dir, tmp_path):
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, K=3, M=2, outer_optimizer="separate", outer_lr=5e-3,
+                           warmup=3)
+    trainer.train()
+    assert trainer.outer_optimizer is not trainer.optimizer
+    # 12 inner steps -> 4 fusions x 2 = 8 outer steps; warm-up 3 * M / K = 2 outer steps
+    assert trainer.outer_scheduler.last_epoch == 8
+    assert trainer.lr_scheduler.last_epoch == 12
+    assert len(trainer.outer_optimizer.state) == len(lora_parameters(trainer.model))
+
+
+def test_saved_adapter_holds_every_lora_tensor_and_reloads_equal(tiny_t5, bench_dir, tmp_path):
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, K=4)
+    trainer.train()
+    out = str(tmp_path / "adapter")
+    save_adapter_atomically(trainer.model, out, {"note.txt": "x"})
+    assert sorted(os.listdir(out)) == ["README.md", "adapter_config.json", "adapter_model.bin", "note.txt"]
+    saved = torch.load(os.path.join(out, "adapter_model.bin"))
+    live = lora_parameters(trainer.model)
+    assert len(saved) == len(live) > 0
+    reloaded = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), out)
+    reloaded_lora = {n: p for n, p in reloaded.named_parameters() if "lora_" in n}
+    assert set(reloaded_lora) == set(live)
+    for n, p in live.items():
+        assert torch.equal(reloaded_lora[n], p.detach())
