@@ -16,7 +16,7 @@ from rkif.trainer import KIFConfig, RecurrentKIFTrainer
 
 
 def make_trainer(tiny_t5, bench_dir, tmp_path, *, memory=True, K=3, M=2, accumulation=1, micro=2, epochs=1,
-                 max_steps=-1, outer_optimizer="shared", warmup=0, **kif):
+                 max_steps=-1, outer_optimizer="shared", warmup=0, save_steps=None, callbacks=None, **kif):
     transformers.set_seed(0)
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
@@ -24,10 +24,12 @@ def make_trainer(tiny_t5, bench_dir, tmp_path, *, memory=True, K=3, M=2, accumul
     feats = lambda task: tokenize_seq2seq(load_records(task_file(bench_dir, "train", task)), tok, 128, 16)  # noqa
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path), per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
-        num_train_epochs=epochs, max_steps=max_steps, learning_rate=1e-2, warmup_steps=warmup, save_strategy="no",
+        num_train_epochs=epochs, max_steps=max_steps, learning_rate=1e-2, warmup_steps=warmup,
+        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
         report_to="none", seed=0, logging_steps=1000, dataloader_pin_memory=False, disable_tqdm=True)
     return RecurrentKIFTrainer(
         model=model, args=args, train_dataset=feats("sport"), data_collator=DataCollatorForSeq2Seq(tok, padding=True),
+        callbacks=callbacks,
         kif_config=KIFConfig(inner_iterations=K, outer_iterations=M, train_batch_size_outer=4,
                              outer_optimizer=outer_optimizer, **kif),
         memory_dataset=feats("weather")[:8] if memory else None)
@@ -150,3 +152,28 @@ def test_saved_adapter_holds_every_lora_tensor_and_reloads_equal(tiny_t5, bench_
     assert set(reloaded_lora) == set(live)
     for n, p in live.items():
         assert torch.equal(reloaded_lora[n], p.detach())
+
+
+class StopAt(transformers.TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == self.step:
+            control.should_training_stop = True
+
+
+def test_plain_lora_task_resumes_from_adapter_checkpoint_to_the_same_weights(tiny_t5, bench_dir, tmp_path):
+    whole = make_trainer(tiny_t5, bench_dir, tmp_path / "whole", memory=False, epochs=2)
+    whole.train()
+    cut = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", memory=False, epochs=2, save_steps=4,
+                       callbacks=[StopAt(8)])
+    cut.train()
+    assert cut.state.global_step == 8
+    assert sorted(os.listdir(tmp_path / "cut")) == ["checkpoint-4", "checkpoint-8"]
+    resumed = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", memory=False, epochs=2, save_steps=4)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == whole.state.global_step == 24
+    a, b = lora_parameters(whole.model), lora_parameters(resumed.model)
+    for n in a:
+        assert torch.allclose(a[n], b[n], atol=1e-6), n

@@ -13,6 +13,7 @@ import os
 import random
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 from peft import PeftModel
 from transformers import Trainer, TrainerCallback, get_linear_schedule_with_warmup
@@ -207,6 +208,23 @@ class RecurrentKIFTrainer(Trainer):
         if not isinstance(target, PeftModel):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)
         load_adapter_weights(target, resume_from_checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        # transformers 4.28.1 reads this file with torch.load's default, which from torch 2.6 on is
+        # weights_only=True and refuses the numpy RNG state the Trainer itself saved. The file is
+        # this run's own checkpoint, so it is loaded in full.
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, name)):
+            return super()._load_rng_state(checkpoint)
+        state = torch.load(os.path.join(checkpoint, name), weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.random.set_rng_state(state["cpu"])
+        if torch.cuda.is_available() and "cuda" in state:
+            if self.args.local_rank != -1:
+                torch.cuda.random.set_rng_state(state["cuda"])
+            else:
+                torch.cuda.random.set_rng_state_all(state["cuda"])
 
     def _load_best_model(self):
         if not isinstance(unwrap_model(self.model), PeftModel):
