@@ -11,3 +11,54 @@ def tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length):
         {"input_ids": ids, "attention_mask": mask, "labels": lab}
         for ids, mask, lab in zip(inputs["input_ids"], inputs["attention_mask"], labels["input_ids"])
     ]
+
+
+def resolve_dtype(precision, device):
+    """auto: bf16 on a GPU (fp16 overflows T5's activations), fp32 on CPU."""
+    import torch
+
+    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if precision == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    if precision not in choices:
+        raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
+    return choices[precision]
+
+
+def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
+    """(model, tokenizer, device): base + adapter merged in fp32, then cast to the chosen precision."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    dtype = resolve_dtype(precision, device)
+    tokenizer = AutoTokenizer.from_pretrained(base_model, cache_dir=cache_dir)
+    model = AutoModelForSeq2SeqLM.from_pretrained(base_model, cache_dir=cache_dir)
+    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    return model.to(device=device, dtype=dtype).eval(), tokenizer, device
+
+
+def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=1024, max_length=128):
+    """Greedy predictions for a batch of inputs; special tokens (</s>, <pad>) stripped."""
+    import torch
+
+    enc = tokenizer(texts, max_length=max_input_length, truncation=True, padding=True, return_tensors="pt").to(device)
+    with torch.inference_mode():
+        out = model.generate(**enc, max_length=max_length, num_beams=1, do_sample=False)
+    return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+
+
+def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024, max_length=128):
+    """make_predictor(adapter_dir) -> predict(records) for rkif.evaluation.run_generation."""
+
+    def make_predictor(adapter_dir):
+        model, tokenizer, device = load_seq2seq_for_generation(base_model, adapter_dir, precision, cache_dir)
+
+        def predict(records):
+            return greedy_seq2seq(model, tokenizer, device, [r["input"] for r in records], max_input_length,
+                                  max_length)
+
+        return predict
+
+    return make_predictor

@@ -1,0 +1,27 @@
+"""OP of an order: mean test accuracy over all tasks of the adapter after the last task.
+
+    python src/eval_avgPerf.py --base_model PATH --dataset_id 4 [--method_name RKIF]
+    python src/eval_avgPerf.py --dataset_id 4 --pred_dir OLD_RUN_avgPerf/   # e.g. released-format files
+
+Prints a per-task table; writes metrics.json and metrics.csv beside the predictions. Every
+prediction file must cover exactly the test split's ids.
+"""
+
+import os
+import sys
+
+import fire
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rkif.cli import evaluate, exit_on_input_error  # noqa: E402
+
+
+def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+         output_path: str = "output", pred_dir: str = None):
+    exit_on_input_error(evaluate, "avgPerf", base_model=base_model, dataset_id=dataset_id, method_name=method_name,
+                        data_dir=data_dir, output_path=output_path, pred_dir=pred_dir)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

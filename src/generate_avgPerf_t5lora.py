@@ -1,0 +1,27 @@
+"""OP predictions: the adapter after the last task of an order on every task's test split.
+
+    python src/generate_avgPerf_t5lora.py --base_model PATH --dataset_id 4 [--method_name RKIF]
+
+Writes {output_path}/{model}lora_{method}_dataset_id_{id}_avgPerf/{i}-{task}.jsonl (id, gold, pred),
+resuming an interrupted file and skipping finished ones. Then: python src/eval_avgPerf.py (same flags).
+"""
+
+import os
+import sys
+
+import fire
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rkif.cli import exit_on_input_error, generate_t5  # noqa: E402
+
+
+def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+         output_path: str = "output", batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
+         precision: str = "auto", cache_dir: str = None):
+    """precision: auto = bf16 on a GPU (fp16 overflows T5), fp32 on CPU."""
+    exit_on_input_error(generate_t5, "avgPerf", **locals())
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

@@ -1,0 +1,78 @@
+"""Shared bodies of the T5 generation and evaluation scripts (the scripts only parse flags)."""
+
+import os
+import sys
+
+from .continual import METHODS
+from .errors import InputError
+from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, run_generation
+from .metrics import plot_matrices, write_report
+from .tasks import resolve_order
+
+
+def exit_on_input_error(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _check(method_name, base_model):
+    if method_name not in METHODS:
+        raise InputError(f"--method_name: unknown method {method_name!r}; expected one of {METHODS}")
+    if not base_model:
+        raise InputError("--base_model: required (the base model the adapters were trained on)")
+
+
+def generate_t5(kind, *, base_model, dataset_id, method_name, data_dir, output_path, batch_size, max_input_length,
+                max_length, precision, cache_dir, service_begin_id=None):
+    from .seq2seq import seq2seq_predictor_factory
+
+    _check(method_name, base_model)
+    order_name, tasks = resolve_order(dataset_id)
+    only = None if service_begin_id is None or service_begin_id < 0 else int(service_begin_id)
+    pred_dir = run_generation(
+        kind=kind, tasks=tasks, order_name=order_name, base_model=base_model, method=method_name,
+        output_path=output_path, data_dir=data_dir, batch_size=batch_size, only=only,
+        make_predictor=seq2seq_predictor_factory(base_model, precision, cache_dir, max_input_length, max_length))
+    print(f"{kind} predictions in {pred_dir}")
+    return pred_dir
+
+
+def _table(rows, summary, title):
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    widths = {k: max(len(k), *(len(fmt(r[k])) for r in rows)) for k in keys}
+    lines = [title, "  ".join(k.ljust(widths[k]) for k in keys)]
+    lines += ["  ".join(fmt(r[k]).ljust(widths[k]) for k in keys) for r in rows]
+    lines += [f"{k}: {fmt(v)}" for k, v in summary.items()]
+    print("\n".join(lines))
+
+
+def matrix_title(name, summary):
+    extra = f"  BWT {summary['BWT']:.3f}  forgetting {summary['forgetting']:.3f}" if "BWT" in summary else ""
+    return f"{name}\nOP {summary['OP']:.3f}{extra}"
+
+
+def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, suffix="_T5", pred_dir=None,
+             avgperf_dir=None, quiet=False):
+    """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them."""
+    order_name, tasks = resolve_order(dataset_id)
+    if pred_dir is None:
+        _check(method_name, base_model)
+        pred_dir = prediction_dir(output_path, base_model, method_name, order_name, kind)
+    if kind == "avgPerf":
+        rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir, suffix)
+    elif kind == "bwt":
+        avgperf_dir = avgperf_dir or prediction_dir(output_path, base_model, method_name, order_name, "avgPerf")
+        rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir, suffix)
+    else:
+        R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir, suffix)
+        summary["R"] = R
+        plot_matrices([(R, matrix_title(os.path.basename(pred_dir), summary))], tasks,
+                      os.path.join(pred_dir, "accuracy_matrix.png"))
+    write_report(os.path.join(pred_dir, "metrics"), rows, summary)
+    if not quiet:
+        _table(rows, {k: v for k, v in summary.items() if k != "R"}, f"{kind}: {pred_dir}")
+    return summary
