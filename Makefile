@@ -22,6 +22,7 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) scripts/bench_kif_overhead.py
+	$(PY) scripts/bench_generation.py
 
 clean:
 	rm -rf output/demo
