@@ -1,0 +1,133 @@
+"""Backbone-independent training of one task: arguments, Trainer, adapter and run_info.json.
+
+The per-backbone scripts load the model and tokenizer and turn records into features; the
+rest (batch arithmetic, Trainer settings of the released recipe, saving) is here, once.
+"""
+
+import os
+
+from .errors import InputError
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+
+def gradient_accumulation(batch_size, micro_batch_size, world_size):
+    """Per-rank accumulation steps of the released recipe: batch_size // micro_batch_size // world_size."""
+    if batch_size < 1 or micro_batch_size < 1 or batch_size % (micro_batch_size * world_size):
+        raise InputError(
+            f"--batch_size {batch_size} must be a positive multiple of --micro_batch_size {micro_batch_size} "
+            f"x world size {world_size}"
+        )
+    return batch_size // micro_batch_size // world_size
+
+
+def kif_config(**values):
+    from .trainer import KIFConfig
+
+    try:
+        return KIFConfig(**values)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+def training_precision(precision):
+    """(fp16, bf16) Trainer flags. auto: fp32 on CPU; bf16 on a GPU that has it, else fp16."""
+    import torch
+
+    if precision not in PRECISIONS:
+        raise InputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "auto":
+        if not torch.cuda.is_available():
+            return False, False
+        return (False, True) if torch.cuda.is_bf16_supported() else (True, False)
+    if precision != "fp32" and not torch.cuda.is_available():
+        raise InputError(f"--precision {precision} needs a GPU; on CPU use fp32 (or auto)")
+    return precision == "fp16", precision == "bf16"
+
+
+def train_and_save(*, plan, model, features, data_collator, kif, settings, micro_batch_size,
+                   gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
+                   eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
+                   group_by_length=False):
+    """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
+
+    features: list of records -> list of tokenized features (what data_collator takes).
+    """
+    import torch
+    import transformers
+
+    from .adapters import save_adapter_atomically
+    from .continual import run_info_json
+    from .trainer import RecurrentKIFTrainer
+
+    fp16, bf16 = training_precision(precision)
+    train_data = plan.train + (plan.memory if plan.method == "Replay" else [])
+    validate = len(plan.validation) > 0
+    args = transformers.TrainingArguments(
+        output_dir=plan.output_dir,
+        per_device_train_batch_size=micro_batch_size,
+        per_device_eval_batch_size=micro_batch_size,
+        gradient_accumulation_steps=gradient_accumulation_steps,
+        num_train_epochs=num_epochs,
+        max_steps=max_steps,
+        learning_rate=learning_rate,
+        lr_scheduler_type="linear",
+        warmup_steps=warmup_steps,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        fp16=fp16,
+        bf16=bf16,
+        logging_steps=logging_steps,
+        evaluation_strategy="steps" if validate else "no",
+        eval_steps=eval_steps if validate else None,
+        save_strategy="steps",
+        save_steps=eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=validate,
+        metric_for_best_model="eval_loss" if validate else None,
+        greater_is_better=False if validate else None,
+        group_by_length=group_by_length,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+        report_to="none",
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=seed,
+    )
+    trainer = RecurrentKIFTrainer(
+        model=model,
+        args=args,
+        train_dataset=features(train_data),
+        eval_dataset=features(plan.validation) if validate else None,
+        data_collator=data_collator,
+        kif_config=kif,
+        memory_dataset=features(plan.memory) if plan.method == "RKIF" else None,
+    )
+    model.config.use_cache = False
+    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+
+    if trainer.args.should_save:
+        info = run_info_json(
+            settings, world_size=world_size, micro_batch_size=micro_batch_size,
+            gradient_accumulation_steps=gradient_accumulation_steps, started=started,
+            extra={"task": plan.task, "order": plan.tasks, "previous_adapter": plan.previous_adapter,
+                   "precision": {"fp16": fp16, "bf16": bf16},
+                   "num_train_examples": len(train_data), "num_validation_examples": len(plan.validation),
+                   "global_steps": trainer.state.global_step, "train_metrics": result.metrics,
+                   "best_model_checkpoint": trainer.state.best_model_checkpoint,
+                   "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary()},
+        )
+        save_adapter_atomically(model, plan.output_dir, {"run_info.json": info})
+        print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    return trainer
+
+
+def print_settings(title, settings, plan, micro_batch_size, gradient_accumulation_steps, world_size):
+    if int(os.environ.get("LOCAL_RANK", 0)) != 0:
+        return
+    print(f"{title}:\n" + "\n".join(f"  {k}: {v}" for k, v in settings.items()))
+    print(f"  task: {plan.task_id}-{plan.task} of order {plan.order_name} {plan.tasks}")
+    print(f"  train examples: {len(plan.train)}, memory: {len(plan.memory)}, validation: {len(plan.validation)}")
+    print(f"  effective batch: {micro_batch_size} x {gradient_accumulation_steps} accumulation x {world_size} ranks")
+    print(f"  previous adapter: {plan.previous_adapter}\n  output: {plan.output_dir}")
