@@ -12,41 +12,18 @@ cd "$(dirname "$0")/.."
 
 source scripts/common.sh
 
-model_name=$(basename "${BASE_MODEL%/}")
-for dataset_id in $DATASET_IDS; do
-  tasks=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks "$dataset_id")
-  order_name=$dataset_id
-  case "$dataset_id" in *.json) order_name=$(basename "$dataset_id" .json) ;; esac
-  task_id=0
-  for task in $tasks; do
-    out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}/${task_id}-${task}"
-    if [ -f "$out/adapter_model.bin" ]; then
-      echo "skip: order $dataset_id task $task_id-$task (adapter exists at $out)"
-    else
-      echo "train: order $dataset_id task $task_id-$task"
-      "$PYTHON" src/finetune_KIF_t5lora.py \
-        --method_name "$METHOD" \
-        --base_model "$BASE_MODEL" \
-        --data_dir "$DATA_DIR" \
-        --output_path "$OUTPUT_PATH" \
-        --dataset_id "$dataset_id" \
-        --task_id "$task_id" \
-        --num_epochs 10 \
-        --batch_size 8 \
-        --micro_batch_size 2 \
-        --learning_rate 3e-4 \
-        --inner_iterations 8 \
-        --outer_iterations 4 \
-        --train_batch_size_outer 8 \
-        --empty_inner_score_flag 1 \
-        --empty_outer_score_flag 0 \
-        --quantile 0.8 \
-        --beta1 0.85 \
-        --beta2 0.85 \
-        --memory_data_ratio 2 \
-        "$@"
-    fi
-    task_id=$((task_id + 1))
-  done
-done
-echo "done: all tasks of orders $DATASET_IDS have adapters under $OUTPUT_PATH"
+train_grid src/finetune_KIF_t5lora.py \
+  --num_epochs 10 \
+  --batch_size 8 \
+  --micro_batch_size 2 \
+  --learning_rate 3e-4 \
+  --inner_iterations 8 \
+  --outer_iterations 4 \
+  --train_batch_size_outer 8 \
+  --empty_inner_score_flag 1 \
+  --empty_outer_score_flag 0 \
+  --quantile 0.8 \
+  --beta1 0.85 \
+  --beta2 0.85 \
+  --memory_data_ratio 2 \
+  "$@"

@@ -44,8 +44,8 @@ def main(out_dir="output/demo", tasks=("weather", "sport", "food"), n_train=200,
     summary = run_order(base_model=model, dataset_id=order, methods=methods, data_dir=data,
                         output_path=os.path.join(out_dir, "runs"), matrix=True, gen_batch_size=50,
                         num_epochs=num_epochs, learning_rate=learning_rate, warmup_steps=10,
-                        memory_data_ratio=memory_data_ratio, val_set_size=val_set_size, logging_steps=50, max_input_length=256,
-                        max_length=16)
+                        memory_data_ratio=memory_data_ratio, val_set_size=val_set_size, logging_steps=50,
+                        max_input_length=256, max_length=16)
     low = {m: [round(r["R"][t][t], 3) for t in range(len(tasks)) if r["R"][t][t] < 0.8] for m, r in summary.items()}
     if any(low.values()):
         print(f"learning check FAILED: accuracy right after a task's own training below 0.8: {low}")

@@ -15,7 +15,7 @@ import fire
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.errors import InputError  # noqa: E402
+from rkif.cli import exit_on_input_error  # noqa: E402
 
 
 def train(
@@ -108,11 +108,7 @@ def train(
 
 
 def main(argv=None):
-    try:
-        fire.Fire(train, command=argv)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
+    exit_on_input_error(fire.Fire, train, command=argv)
 
 
 if __name__ == "__main__":

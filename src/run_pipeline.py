@@ -2,10 +2,12 @@
 
     python src/run_pipeline.py --base_model /models/t5-large --dataset_id 4 --methods RKIF,SeqLoRA,Replay
     python src/run_pipeline.py ... --matrix          # also every R[t][i]: forgetting and heatmaps
+    python src/run_pipeline.py --backbone llama --base_model /models/Llama-2-7b-chat-hf --dataset_id 4
 
 Resumable at any point: tasks whose adapter exists and prediction files that are complete
 are skipped; a half-written prediction file is continued. Flags not listed here (e.g.
---num_epochs, --learning_rate, --memory_data_ratio) go to finetune_KIF_t5lora.py's train().
+--num_epochs, --learning_rate, --memory_data_ratio) go to the training script's train()
+(finetune_KIF_t5lora.py, or finetune_KIF_llama.py with --backbone llama).
 Writes {output_path}/summary_dataset_id_{id}.json/.csv, and with --matrix a side-by-side
 heatmap {output_path}/accuracy_matrices_dataset_id_{id}.png.
 """
@@ -19,39 +21,50 @@ import fire
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from finetune_KIF_t5lora import train  # noqa: E402
+import finetune_KIF_llama  # noqa: E402
+import finetune_KIF_t5lora  # noqa: E402
 from rkif.adapters import adapter_exists  # noqa: E402
-from rkif.cli import evaluate, exit_on_input_error, generate_t5, matrix_title  # noqa: E402
+from rkif.cli import evaluate, exit_on_input_error, generate_llama, generate_t5, matrix_title  # noqa: E402
 from rkif.continual import METHODS, adapter_dir  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
 from rkif.metrics import plot_matrices, write_report  # noqa: E402
 from rkif.tasks import resolve_order  # noqa: E402
 
 
-def run_order(base_model="", dataset_id=4, methods="RKIF", data_dir="data/long_sequence", output_path="output",
-              matrix=False, gen_batch_size=32, max_input_length=1024, max_length=128, precision="auto",
-              cache_dir=None, **train_flags):
+def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_dir="data/long_sequence",
+              output_path="output", matrix=False, gen_batch_size=32, max_length=128, max_new_tokens=128,
+              precision="auto", cache_dir=None, **train_flags):
+    """backbone: t5 (finetune_KIF_t5lora) or llama (finetune_KIF_llama). max_length caps T5 generation,
+    max_new_tokens LLaMA's; precision applies to generation. Other flags go to the training script."""
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     for m in methods:
         if m not in METHODS:
             raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHODS}")
+    if backbone not in ("t5", "llama"):
+        raise InputError(f"--backbone must be t5 or llama, got {backbone!r}")
+    train = finetune_KIF_t5lora.train if backbone == "t5" else finetune_KIF_llama.train
     unknown = set(train_flags) - set(inspect.signature(train).parameters)
     if unknown:
-        raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of finetune_KIF_t5lora.py's")
+        raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone} "
+                         "training script's")
+    if backbone == "t5":
+        generator = functools.partial(generate_t5, max_input_length=train_flags.get("max_input_length", 1024),
+                                      max_length=max_length)
+    else:
+        generator = functools.partial(generate_llama, cutoff_len=train_flags.get("cutoff_len", 512),
+                                      max_new_tokens=max_new_tokens)
     order_name, tasks = resolve_order(dataset_id)
     common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
-    gen = dict(batch_size=gen_batch_size, max_input_length=max_input_length, max_length=max_length,
-               precision=precision, cache_dir=cache_dir)
     summary, panels = {}, []
     for method in methods:
         for t, task in enumerate(tasks):
             if adapter_exists(adapter_dir(output_path, base_model, method, order_name, t, task)):
                 print(f"skip training: {method} task {t}-{task} (adapter exists)")
                 continue
-            train(method_name=method, task_id=t, max_input_length=max_input_length, cache_dir=cache_dir,
-                  **common, **train_flags)
+            train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **train_flags)
         for kind in (("matrix",) if matrix else ("avgPerf", "bwt")):
-            generate_t5(kind, method_name=method, **common, **gen)
+            generator(kind, method_name=method, batch_size=gen_batch_size, precision=precision, cache_dir=cache_dir,
+                      **common)
         if matrix:
             result = evaluate("matrix", method_name=method, **common)
             panels.append((result["R"], matrix_title(method, result)))

@@ -177,3 +177,20 @@ def test_plain_lora_task_resumes_from_adapter_checkpoint_to_the_same_weights(tin
     a, b = lora_parameters(whole.model), lora_parameters(resumed.model)
     for n in a:
         assert torch.allclose(a[n], b[n], atol=1e-6), n
+
+
+def test_collating_never_grows_the_stored_features(tiny_t5):
+    from rkif.trainer import FeatureList
+
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True)
+    feats = [{"input_ids": [5, 6, 1], "attention_mask": [1, 1, 1], "labels": [7, 1]},
+             {"input_ids": [5, 1], "attention_mask": [1, 1], "labels": [7, 8, 9, 1]}]
+    stored = FeatureList([dict(f) for f in feats])
+    for _ in range(3):
+        batch = collate([stored[0], stored[1]])
+        assert batch["labels"].shape == (2, 8)
+    assert stored.features == feats
+    plain = [dict(f) for f in feats]
+    collate(plain)  # what FeatureList prevents: the collator pads the caller's dicts
+    assert len(plain[0]["labels"]) == 8

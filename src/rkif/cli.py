@@ -25,19 +25,34 @@ def _check(method_name, base_model):
         raise InputError("--base_model: required (the base model the adapters were trained on)")
 
 
-def generate_t5(kind, *, base_model, dataset_id, method_name, data_dir, output_path, batch_size, max_input_length,
-                max_length, precision, cache_dir, service_begin_id=None):
-    from .seq2seq import seq2seq_predictor_factory
-
+def generate(kind, *, make_predictor, base_model, dataset_id, method_name, data_dir, output_path, batch_size,
+             service_begin_id=None, suffix="_T5", fields=("id", "input", "output")):
     _check(method_name, base_model)
     order_name, tasks = resolve_order(dataset_id)
     only = None if service_begin_id is None or service_begin_id < 0 else int(service_begin_id)
     pred_dir = run_generation(
         kind=kind, tasks=tasks, order_name=order_name, base_model=base_model, method=method_name,
-        output_path=output_path, data_dir=data_dir, batch_size=batch_size, only=only,
-        make_predictor=seq2seq_predictor_factory(base_model, precision, cache_dir, max_input_length, max_length))
+        output_path=output_path, data_dir=data_dir, batch_size=batch_size, only=only, suffix=suffix, fields=fields,
+        make_predictor=make_predictor)
     print(f"{kind} predictions in {pred_dir}")
     return pred_dir
+
+
+def generate_t5(kind, *, base_model, max_input_length=1024, max_length=128, precision="auto", cache_dir=None,
+                **flags):
+    from .seq2seq import seq2seq_predictor_factory
+
+    return generate(kind, base_model=base_model, **flags, make_predictor=seq2seq_predictor_factory(
+        base_model, precision, cache_dir, max_input_length, max_length))
+
+
+def generate_llama(kind, *, base_model, cutoff_len=512, max_new_tokens=128, precision="auto", cache_dir=None,
+                   **flags):
+    from .causal import causal_predictor_factory
+
+    return generate(kind, base_model=base_model, **flags, suffix="", fields=("id", "instruction", "input", "output"),
+                    make_predictor=causal_predictor_factory(base_model, precision, cache_dir, cutoff_len,
+                                                            max_new_tokens))
 
 
 def _table(rows, summary, title):
@@ -55,7 +70,7 @@ def matrix_title(name, summary):
     return f"{name}\nOP {summary['OP']:.3f}{extra}"
 
 
-def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, suffix="_T5", pred_dir=None,
+def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, pred_dir=None,
              avgperf_dir=None, quiet=False):
     """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them."""
     order_name, tasks = resolve_order(dataset_id)
@@ -63,12 +78,12 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
         _check(method_name, base_model)
         pred_dir = prediction_dir(output_path, base_model, method_name, order_name, kind)
     if kind == "avgPerf":
-        rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir, suffix)
+        rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir)
     elif kind == "bwt":
         avgperf_dir = avgperf_dir or prediction_dir(output_path, base_model, method_name, order_name, "avgPerf")
-        rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir, suffix)
+        rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir)
     else:
-        R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir, suffix)
+        R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir)
         summary["R"] = R
         plot_matrices([(R, matrix_title(os.path.basename(pred_dir), summary))], tasks,
                       os.path.join(pred_dir, "accuracy_matrix.png"))

@@ -1,9 +1,10 @@
 """Build a small T5 and its sentencepiece tokenizer from scratch (seeded, no downloads).
 
-    python -m rkif.tiny OUT_DIR [--data_dir DIR] [--vocab_size 384] [--d_model 64] ...
+    python -m rkif.tiny OUT_DIR [--data_dir DIR] [--arch t5|llama] [--vocab_size 384] [--d_model 64] ...
 
-The folder loads with the same from_pretrained calls as t5-large, so tests and the demo
-exercise the real code path. tokenizer.json is written too, so loading needs no conversion.
+The folder loads with the same from_pretrained calls as t5-large (or LLaMA-2), so tests and the
+demo exercise the real code path. For T5, tokenizer.json is written too, so loading needs no
+conversion.
 """
 
 import glob
@@ -30,15 +31,33 @@ def corpus_from_data_dir(data_dir):
     return texts
 
 
-def train_sentencepiece(texts, vocab_size, seed=0):
-    """Serialized unigram model with T5's special ids: pad 0, eos 1, unk 2, no bos."""
+T5_SPECIAL_IDS = dict(pad_id=0, eos_id=1, unk_id=2, bos_id=-1)
+LLAMA_SPECIAL_IDS = dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+
+
+def llama_corpus(data_dir):
+    """The Alpaca prompts and outputs of the {task}.json files under data_dir."""
+    from .causal import alpaca_prompt
+
+    texts = []
+    for path in sorted(glob.glob(os.path.join(data_dir, "*", "*.json"))):
+        if path.endswith("_T5.json"):
+            continue
+        with open(path, encoding="utf-8") as f:
+            records = json.load(f)
+        if isinstance(records, list):
+            texts += [alpaca_prompt(r["instruction"], r["input"], r["output"]) for r in records if "instruction" in r]
+    return texts
+
+
+def train_sentencepiece(texts, vocab_size, special_ids=T5_SPECIAL_IDS, **options):
+    """Serialized unigram model; special_ids as in T5 (pad 0, eos 1, unk 2) or LLaMA (unk 0, bos 1, eos 2)."""
     import sentencepiece as spm
 
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, character_coverage=1.0, hard_vocab_limit=False,
-        num_threads=1, minloglevel=2,
+        character_coverage=1.0, hard_vocab_limit=False, num_threads=1, minloglevel=2, **special_ids, **options,
     )
     return buf.getvalue()
 
@@ -52,7 +71,7 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
     os.makedirs(out_dir, exist_ok=True)
     spm_path = os.path.join(out_dir, "spiece.model")
     with open(spm_path, "wb") as f:
-        f.write(train_sentencepiece(list(texts or DEFAULT_CORPUS), vocab_size, seed))
+        f.write(train_sentencepiece(list(texts or DEFAULT_CORPUS), vocab_size))
     slow = T5Tokenizer(spm_path, extra_ids=0, model_max_length=1024)
     fast = T5TokenizerFast(vocab_file=spm_path, extra_ids=0, model_max_length=1024, from_slow=True)
     fast.save_pretrained(out_dir)
@@ -66,10 +85,41 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
     return out_dir
 
 
-def main(out_dir, data_dir=None, vocab_size=384, d_model=64, d_ff=128, num_layers=2, num_heads=4, seed=0):
-    texts = corpus_from_data_dir(data_dir) if data_dir else None
-    build_tiny_t5(out_dir, texts, vocab_size, d_model, d_ff, num_layers, num_heads, seed=seed)
-    print(f"tiny T5 written to {out_dir}")
+def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, intermediate_size=128, num_layers=2,
+                     num_heads=4, seed=0):
+    """A small LlamaForCausalLM and its LlamaTokenizer (unk 0, bos 1, eos 2; newlines kept as a token)."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+
+    os.makedirs(out_dir, exist_ok=True)
+    spm_path = os.path.join(out_dir, "tokenizer.model")
+    with open(spm_path, "wb") as f:
+        # identity normalisation and "\n" as a symbol keep the Alpaca prompt's line breaks, as LLaMA's
+        # byte-fallback vocabulary does
+        f.write(train_sentencepiece(list(texts or DEFAULT_CORPUS), vocab_size, LLAMA_SPECIAL_IDS,
+                                    normalization_rule_name="identity", remove_extra_whitespaces=False,
+                                    user_defined_symbols=["\n"]))
+    tokenizer = LlamaTokenizer(spm_path)
+    tokenizer.save_pretrained(out_dir)
+    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
+                         num_hidden_layers=num_layers, num_attention_heads=num_heads, max_position_embeddings=1024,
+                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    torch.manual_seed(seed)
+    LlamaForCausalLM(config).save_pretrained(out_dir)
+    return out_dir
+
+
+def main(out_dir, data_dir=None, arch="t5", vocab_size=384, d_model=64, d_ff=128, num_layers=2, num_heads=4, seed=0):
+    """arch: t5 (texts from *_T5.json) or llama (texts from the instruction files)."""
+    if arch == "t5":
+        build_tiny_t5(out_dir, corpus_from_data_dir(data_dir) if data_dir else None, vocab_size, d_model, d_ff,
+                      num_layers, num_heads, seed=seed)
+    elif arch == "llama":
+        build_tiny_llama(out_dir, llama_corpus(data_dir) if data_dir else None, vocab_size, d_model, d_ff,
+                         num_layers, num_heads, seed=seed)
+    else:
+        raise SystemExit(f"error: --arch must be t5 or llama, got {arch!r}")
+    print(f"tiny {arch} written to {out_dir}")
 
 
 if __name__ == "__main__":

@@ -27,6 +27,24 @@ from .importance import ImportanceTracker
 OUTER_OPTIMIZERS = ("shared", "separate")
 
 
+class FeatureList(torch.utils.data.Dataset):
+    """Tokenized features handed out as fresh dicts.
+
+    transformers' DataCollatorForSeq2Seq pads labels by reassigning them inside the feature dict it
+    is given; with a plain list the stored features would grow by one padding per use (longer than
+    their inputs, which breaks causal LMs in the second epoch or the second memory batch).
+    """
+
+    def __init__(self, features):
+        self.features = list(features or [])
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return dict(self.features[i])
+
+
 @dataclass
 class KIFConfig:
     inner_iterations: int = 8  # K: fuse every K optimizer steps
@@ -63,7 +81,7 @@ class RecurrentKIFTrainer(Trainer):
     def __init__(self, *args, kif_config=None, memory_dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
         self.kif = kif_config or KIFConfig()
-        self.memory_dataset = list(memory_dataset or [])
+        self.memory_dataset = FeatureList(memory_dataset)
         self.kif_enabled = len(self.memory_dataset) > 0
         self.inner_tracker = ImportanceTracker(self.kif.beta1, self.kif.beta2)
         self.outer_tracker = ImportanceTracker(self.kif.beta1, self.kif.beta2)

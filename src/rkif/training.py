@@ -58,7 +58,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
 
     from .adapters import save_adapter_atomically
     from .continual import run_info_json
-    from .trainer import RecurrentKIFTrainer
+    from .trainer import FeatureList, RecurrentKIFTrainer
 
     fp16, bf16 = training_precision(precision)
     train_data = plan.train + (plan.memory if plan.method == "Replay" else [])
@@ -96,8 +96,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     trainer = RecurrentKIFTrainer(
         model=model,
         args=args,
-        train_dataset=features(train_data),
-        eval_dataset=features(plan.validation) if validate else None,
+        train_dataset=FeatureList(features(train_data)),
+        eval_dataset=FeatureList(features(plan.validation)) if validate else None,
         data_collator=data_collator,
         kif_config=kif,
         memory_dataset=features(plan.memory) if plan.method == "RKIF" else None,

@@ -1,0 +1,153 @@
+"""Continual LoRA fine-tuning of LLaMA-2 with Recurrent-KIF: one task of one order per call.
+
+    python src/finetune_KIF_llama.py --base_model /models/Llama-2-7b-chat-hf --dataset_id 4 --task_id 0
+
+Same loop as the T5 path (rkif.trainer), on a causal LM: Alpaca prompt, loss on the response
+tokens only (unless --train_on_inputs), EOS appended, pad id 0 with left padding, cutoff 512.
+Reads {data_dir}/{split}/{task}.json (id, instruction, input, output). The adapter lands in
+{output_path}/{model_name}lora_{method}_dataset_id_{id}/{task_id}-{task}/ with run_info.json.
+"""
+
+import os
+import sys
+import time
+
+import fire
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.errors import InputError  # noqa: E402
+
+LLAMA_FIELDS = ("instruction", "input", "output")
+
+
+def train(
+    # method
+    method_name: str = "RKIF",  # RKIF | SeqLoRA | Replay
+    inner_iterations: int = 8,
+    outer_iterations: int = 4,
+    train_batch_size_outer: int = 64,
+    empty_inner_score_flag: int = 1,
+    empty_outer_score_flag: int = 0,
+    quantile: float = 0.8,
+    beta1: float = 0.85,
+    beta2: float = 0.85,
+    memory_data_ratio: float = 2,
+    outer_optimizer: str = "shared",  # shared (the working T5 recipe) | separate (own AdamW at outer_lr)
+    outer_lr: float = 1e-3,
+    # model and data
+    base_model: str = "",
+    data_dir: str = "data/long_sequence",
+    output_path: str = "output",
+    cache_dir: str = None,
+    dataset_id=4,
+    task_id: int = 0,
+    # training
+    batch_size: int = 64,
+    micro_batch_size: int = 16,
+    num_epochs: int = 10,
+    learning_rate: float = 3e-4,
+    warmup_steps: int = 50,
+    max_steps: int = -1,
+    cutoff_len: int = 512,
+    val_set_size: int = 25,  # > 0 switches validation on (25 dev examples of every task so far)
+    eval_steps: int = 40,
+    logging_steps: int = 10,
+    precision: str = "auto",  # auto: fp32 on CPU, bf16 (or fp16) on a GPU | fp32 | bf16 | fp16
+    load_8bit: bool = False,  # needs bitsandbytes (optional) and a GPU
+    # lora
+    lora_r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.05,
+    lora_target_modules=("q_proj", "v_proj"),
+    # llm hyperparams
+    train_on_inputs: bool = False,
+    add_eos_token: bool = True,
+    group_by_length: bool = False,
+    prompt_template_name: str = "alpaca",
+    resume_from_checkpoint=None,
+    seed: int = 42,
+):
+    settings = dict(locals())
+    started = time.time()
+    from rkif.causal import check_template
+    from rkif.continual import plan_task
+    from rkif.training import gradient_accumulation, kif_config, print_settings, train_and_save, training_precision
+
+    check_template(prompt_template_name)
+    training_precision(precision)  # refuse a bad choice before anything is loaded
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
+    if isinstance(lora_target_modules, str):
+        lora_target_modules = [m.strip() for m in lora_target_modules.strip("[]").split(",") if m.strip()]
+    if load_8bit:
+        import importlib.util
+
+        import torch
+
+        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+            raise InputError("--load_8bit needs the optional bitsandbytes package and a GPU; "
+                             "without them leave it off (fp32 on CPU, bf16/fp16 on a GPU)")
+    kif = kif_config(inner_iterations=inner_iterations, outer_iterations=outer_iterations,
+                     train_batch_size_outer=train_batch_size_outer, quantile=quantile, beta1=beta1, beta2=beta2,
+                     empty_inner_score_flag=bool(empty_inner_score_flag),
+                     empty_outer_score_flag=bool(empty_outer_score_flag), outer_optimizer=outer_optimizer,
+                     outer_lr=outer_lr)
+    plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
+                     output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
+                     val_set_size=val_set_size, seed=seed, suffix="", fields=LLAMA_FIELDS)
+    print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
+                   world_size)
+
+    import torch
+    import transformers
+    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+    from rkif.causal import load_tokenizer, tokenize_causal
+
+    transformers.set_seed(seed)
+    tokenizer = load_tokenizer(base_model, cache_dir)
+    fp16, bf16 = training_precision(precision)
+    load_kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32}
+    if load_8bit:
+        load_kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
+                       "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
+    model = AutoModelForCausalLM.from_pretrained(base_model, cache_dir=cache_dir, **load_kwargs)
+    if load_8bit:
+        from peft import prepare_model_for_int8_training
+
+        model = prepare_model_for_int8_training(model)
+    if plan.previous_adapter:
+        model = PeftModel.from_pretrained(model, plan.previous_adapter, is_trainable=True)
+    else:
+        model = get_peft_model(model, LoraConfig(
+            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(lora_target_modules),
+            bias="none", task_type=TaskType.CAUSAL_LM))
+    # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
+    # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data = p.data.float()
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+        model.print_trainable_parameters()
+
+    train_and_save(
+        plan=plan, model=model, kif=kif, settings=settings,
+        features=lambda records: tokenize_causal(records, tokenizer, cutoff_len, train_on_inputs, add_eos_token),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+        micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+        world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
+        warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
+        resume_from_checkpoint=resume_from_checkpoint, started=started, precision=precision,
+        group_by_length=group_by_length)
+
+
+def main(argv=None):
+    exit_on_input_error(fire.Fire, train, command=argv)
+
+
+if __name__ == "__main__":
+    main()

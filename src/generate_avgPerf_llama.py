@@ -1,0 +1,28 @@
+"""LLaMA OP predictions: the adapter after the last task of an order on every task's test split
+(Alpaca prompt, left-padded batches, greedy, up to --max_new_tokens, answer after "### Response:").
+
+    python src/generate_avgPerf_llama.py --base_model PATH --dataset_id 4 [--method_name RKIF]
+
+Writes {output_path}/{model}lora_{method}_dataset_id_{id}_avgPerf/{i}-{task}.jsonl (id, gold, pred),
+resuming an interrupted file and skipping finished ones. Then: python src/eval_avgPerf.py (same flags).
+"""
+
+import os
+import sys
+
+import fire
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rkif.cli import exit_on_input_error, generate_llama  # noqa: E402
+
+
+def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+         output_path: str = "output", batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
+         precision: str = "auto", cache_dir: str = None):
+    """precision: auto = bf16 (fp16 where the GPU has no bf16) on a GPU, fp32 on CPU."""
+    exit_on_input_error(generate_llama, "avgPerf", **locals())
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

@@ -1,0 +1,32 @@
+"""LLaMA BWT predictions: the adapter saved after task i on task i's test split, for every i (or one)
+(Alpaca prompt, left-padded batches, greedy, up to --max_new_tokens, answer after "### Response:").
+
+    python src/generate_bwt_llama.py --base_model PATH --dataset_id 4 [--method_name RKIF] [--service_begin_id I]
+    python src/generate_bwt_llama.py --base_model PATH --dataset_id 4 --matrix    # every R[t][i], i <= t
+
+Writes {output_path}/{model}lora_{method}_dataset_id_{id}_bwt/{i}-{task}.jsonl (id, gold, pred), or with
+--matrix ..._matrix/after_{t}/{i}-{task}.jsonl, resuming an interrupted file and skipping finished ones.
+Then: python src/eval_bwt.py (same flags; it also reads the avgPerf predictions).
+"""
+
+import os
+import sys
+
+import fire
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from rkif.cli import exit_on_input_error, generate_llama  # noqa: E402
+
+
+def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+         output_path: str = "output", batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
+         precision: str = "auto", cache_dir: str = None, service_begin_id: int = -1, matrix: bool = False):
+    """precision: auto = bf16 (fp16 where the GPU has no bf16) on a GPU, fp32 on CPU.
+    service_begin_id: only task i (-1: all). matrix: the adapter after every task t on every task i <= t."""
+    flags = {k: v for k, v in locals().items() if k != "matrix"}
+    exit_on_input_error(generate_llama, "matrix" if matrix else "bwt", **flags)
+
+
+if __name__ == "__main__":
+    fire.Fire(main)

@@ -1,0 +1,166 @@
+"""The LLaMA (causal LM) path on a tiny LLaMA built locally: features, training, generation, metrics."""
+
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from peft import LoraConfig, TaskType, get_peft_model
+from transformers import AutoModelForCausalLM
+
+from finetune_KIF_llama import main as llama_main
+from rkif.causal import alpaca_prompt, greedy_causal, load_causal_for_generation, load_tokenizer, tokenize_causal
+from rkif.tiny import build_tiny_llama, llama_corpus
+from run_pipeline import run_order
+
+RECORD = {"id": "w_0", "instruction": "What is the weather? Choose one from the option. Option: sunny, rainy.\n",
+          "input": "Text: bright day\n\nAnswer:", "output": "sunny"}
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(bench_dir, tmp_path_factory):
+    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama")), llama_corpus(bench_dir), vocab_size=300,
+                            hidden_size=32, intermediate_size=64, num_heads=2)
+
+
+@pytest.fixture(scope="module")
+def tok(tiny_llama):
+    return load_tokenizer(tiny_llama)
+
+
+def test_alpaca_prompt_text():
+    assert alpaca_prompt("Do X.", "some input") == (
+        "Below is an instruction that describes a task, paired with an input that provides further context. "
+        "Write a response that appropriately completes the request.\n\n### Instruction:\nDo X.\n\n"
+        "### Input:\nsome input\n\n### Response:\n")
+    assert alpaca_prompt("Do X.", "", "out").endswith("### Instruction:\nDo X.\n\n### Response:\nout")
+    assert alpaca_prompt("Do X.", "").startswith("Below is an instruction that describes a task. Write")
+
+
+def test_tokenizer_settings(tok):
+    assert (tok.pad_token_id, tok.bos_token_id, tok.eos_token_id, tok.padding_side) == (0, 1, 2, "left")
+
+
+def test_loss_only_on_response_tokens(tok):
+    prompt_ids = tok(alpaca_prompt(RECORD["instruction"], RECORD["input"]))["input_ids"]
+    n = len(prompt_ids)
+    f = tokenize_causal([RECORD], tok, cutoff_len=512)[0]
+    ids, labels = f["input_ids"], f["labels"]
+    assert ids[:n] == prompt_ids and ids[0] == tok.bos_token_id and ids[-1] == tok.eos_token_id
+    assert labels[:n] == [-100] * n
+    assert labels[n:] == ids[n:] and len(labels) == len(ids) == len(f["attention_mask"])
+    assert tok.decode(ids[n:-1]).strip() == "sunny"
+    both = tokenize_causal([RECORD], tok, cutoff_len=512, train_on_inputs=True)[0]
+    assert both["labels"] == both["input_ids"] == ids
+
+
+def test_eos_at_the_cutoff_and_truncation(tok):
+    full = tok(alpaca_prompt(RECORD["instruction"], RECORD["input"], RECORD["output"]))["input_ids"]
+    L = len(full)
+    exact = tokenize_causal([RECORD], tok, cutoff_len=L)[0]
+    assert exact["input_ids"] == full  # no room left: no EOS
+    roomy = tokenize_causal([RECORD], tok, cutoff_len=L + 1)[0]
+    assert roomy["input_ids"] == full + [tok.eos_token_id]
+    assert tokenize_causal([RECORD], tok, cutoff_len=L + 1, add_eos_token=False)[0]["input_ids"] == full
+    cut = tokenize_causal([RECORD], tok, cutoff_len=10)[0]
+    assert cut["input_ids"] == full[:10] and cut["labels"] == [-100] * 10  # only prompt survives: nothing to learn
+
+
+def test_batched_left_padded_greedy_equals_one_at_a_time(tiny_llama, bench_dir, tmp_path):
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type=TaskType.CAUSAL_LM))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    m, tok, device = load_causal_for_generation(tiny_llama, str(tmp_path / "adapter"))
+    with open(os.path.join(bench_dir, "test", "sport.json")) as f:
+        recs = json.load(f)
+    prompts = [alpaca_prompt(r["instruction"], r["input"]) for r in recs]
+    prompts += [alpaca_prompt(r["instruction"][:20], "") for r in recs]  # different lengths: left padding
+    single = [greedy_causal(m, tok, device, [p], max_new_tokens=12)[0] for p in prompts]
+    batched = []
+    for i in range(0, len(prompts), 5):
+        batched += greedy_causal(m, tok, device, prompts[i:i + 5], max_new_tokens=12)
+    assert batched == single and len(set(single)) > 1
+    assert not any("### Response" in s for s in single)
+
+
+def test_two_tasks_end_to_end_with_generation_and_metrics(tiny_llama, bench_dir, tmp_path):
+    order = tmp_path / "two.json"
+    order.write_text(json.dumps(["weather", "sport"]))
+    out = str(tmp_path / "out")
+    summary = run_order(backbone="llama", base_model=tiny_llama, dataset_id=str(order), methods="RKIF",
+                        data_dir=bench_dir, output_path=out, num_epochs=2, batch_size=4, micro_batch_size=2,
+                        train_batch_size_outer=4, inner_iterations=2, outer_iterations=2, memory_data_ratio=25,
+                        eval_steps=3, warmup_steps=1, logging_steps=100, max_new_tokens=8, gen_batch_size=4)
+    run = os.path.join(out, f"{os.path.basename(tiny_llama)}lora_RKIF_dataset_id_two")
+    info = json.load(open(os.path.join(run, "1-sport", "run_info.json")))
+    assert info["kif"]["fusions"] == info["global_steps"] // 2 > 0 and info["kif"]["memory_size"] == 6
+    assert info["num_validation_examples"] == 16 and info["precision"] == {"fp16": False, "bf16": False}
+    weights = torch.load(os.path.join(run, "1-sport", "adapter_model.bin"))
+    assert len(weights) == 8 and all("lora_" in k for k in weights)  # 2 layers x (q_proj, v_proj) x (A, B)
+    preds = [json.loads(line) for line in open(run + "_avgPerf/1-sport.jsonl")]
+    assert len(preds) == 8 and all(set(p) == {"id", "gold", "pred"} for p in preds)
+    accs = []
+    for i, t in enumerate(["weather", "sport"]):
+        rows = [json.loads(line) for line in open(f"{run}_avgPerf/{i}-{t}.jsonl")]
+        accs.append(sum(r["pred"].strip().lower() == r["gold"].lower() for r in rows) / len(rows))
+    assert summary["RKIF"]["OP"] == pytest.approx(sum(accs) / 2)
+    bwt_rows = [json.loads(line) for line in open(f"{run}_bwt/0-weather.jsonl")]
+    a00 = sum(r["pred"].strip().lower() == r["gold"].lower() for r in bwt_rows) / len(bwt_rows)
+    assert summary["RKIF"]["BWT"] == pytest.approx(accs[0] - a00)
+
+
+@pytest.mark.parametrize("flags, message", [
+    ({}, "record 0 (id weather_0) has no 'instruction' field"),
+    ({"precision": "bf16"}, "--precision bf16 needs a GPU"),
+    ({"load_8bit": True}, "--load_8bit needs the optional bitsandbytes package and a GPU"),
+    ({"prompt_template_name": "vicuna"}, "unknown template 'vicuna'"),
+])
+def test_bad_input(flags, message, tiny_llama, bench_dir, tmp_path, capsys):
+    data = str(tmp_path / "data")
+    shutil.copytree(bench_dir, data)
+    if not flags:
+        path = os.path.join(data, "train", "weather.json")
+        recs = json.load(open(path))
+        del recs[0]["instruction"]
+        json.dump(recs, open(path, "w"))
+    args = [f"--base_model={tiny_llama}", f"--data_dir={data}", f"--dataset_id={os.path.join(data, 'order.json')}",
+            "--task_id=0", f"--output_path={tmp_path / 'out'}"] + [f"--{k}={v}" for k, v in flags.items()]
+    with pytest.raises(SystemExit) as e:
+        llama_main(args)
+    assert e.value.code == 2 and message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "out")
+
+
+def test_scripts_llama_train_and_score(tiny_llama, bench_dir, tmp_path):
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    order = tmp_path / "pair.json"
+    order.write_text(json.dumps(["food", "weather"]))
+    env = {**os.environ, "PYTHON": sys.executable, "BASE_MODEL": tiny_llama, "GPU": "cpu", "DATA_DIR": bench_dir,
+           "OUTPUT_PATH": str(tmp_path / "out"), "DATASET_IDS": str(order), "BATCH_SIZE": "4"}
+    fast = ["--num_epochs=1", "--batch_size=4", "--micro_batch_size=2", "--train_batch_size_outer=4",
+            "--inner_iterations=2", "--outer_iterations=1", "--memory_data_ratio=25", "--eval_steps=3",
+            "--warmup_steps=1"]
+
+    def run(script, *args):
+        return subprocess.run(["bash", os.path.join(root, "scripts_llama", script), *args], env=env,
+                              capture_output=True, text=True, timeout=600)
+
+    p = run("run_train_KIF_llama.sh", *fast)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("train: order") == 2
+    assert run("run_train_KIF_llama.sh", *fast).stdout.count("skip: order") == 2
+    for script, key in (("run_test_KIF_llama_avgPer.sh", "OP: "), ("run_test_KIF_llama_bwt.sh", "BWT: ")):
+        p = run(script, "--max_new_tokens=6")
+        assert p.returncode == 0, p.stderr[-2000:]
+        assert key in p.stdout
+    run_dir = tmp_path / "out" / f"{os.path.basename(tiny_llama)}lora_RKIF_dataset_id_pair"
+    assert (run_dir.parent / (run_dir.name + "_bwt") / "metrics.json").is_file()
