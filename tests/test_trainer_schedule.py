@@ -194,3 +194,34 @@ def test_collating_never_grows_the_stored_features(tiny_t5):
     plain = [dict(f) for f in feats]
     collate(plain)  # what FeatureList prevents: the collator pads the caller's dicts
     assert len(plain[0]["labels"]) == 8
+
+
+@pytest.mark.parametrize("outer_optimizer", ["shared", "separate"])
+def test_rkif_task_killed_mid_cycle_resumes_to_the_same_adapter(tiny_t5, bench_dir, tmp_path, outer_optimizer):
+    kw = dict(K=3, M=2, epochs=2, outer_optimizer=outer_optimizer, warmup=2)
+    whole = make_trainer(tiny_t5, bench_dir, tmp_path / "whole", **kw)
+    whole.train()
+    cut = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", save_steps=5, callbacks=[StopAt(13)], **kw)
+    cut.train()
+    assert cut.state.global_step == 13
+    assert os.path.isfile(tmp_path / "cut" / "checkpoint-10" / "kif_state_0.pt")
+    # resumes from checkpoint-10: step 10 is one step into a K=3 cycle (anchor at the fusion of step 9)
+    resumed = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", save_steps=5, **kw)
+    resumed.train(resume_from_checkpoint=True)
+    assert resumed.state.global_step == whole.state.global_step == 24
+    assert [h["global_step"] for h in resumed.kif_history] == [h["global_step"] for h in whole.kif_history]
+    assert [h["memory_indices"] for h in resumed.kif_history] == [h["memory_indices"] for h in whole.kif_history]
+    a, b = lora_parameters(whole.model), lora_parameters(resumed.model)
+    for n in a:
+        assert torch.equal(a[n], b[n]), n
+    for n, t in whole.inner_tracker.scores().items():
+        assert torch.equal(t, resumed.inner_tracker.scores()[n])
+
+
+def test_resume_refuses_a_checkpoint_without_kif_state(tiny_t5, bench_dir, tmp_path):
+    cut = make_trainer(tiny_t5, bench_dir, tmp_path / "run", K=3, save_steps=5, callbacks=[StopAt(6)])
+    cut.train()
+    os.remove(tmp_path / "run" / "checkpoint-5" / "kif_state_0.pt")
+    resumed = make_trainer(tiny_t5, bench_dir, tmp_path / "run", K=3, save_steps=5)
+    with pytest.raises(FileNotFoundError, match="kif_state_0.pt is missing"):
+        resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-5"))

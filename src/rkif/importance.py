@@ -42,5 +42,15 @@ class ImportanceTracker:
         self.num_updates += 1
         return True
 
+    def state_dict(self):
+        return {"sensitivity": self.sensitivity, "uncertainty": self.uncertainty, "num_updates": self.num_updates,
+                "nan_skips": self.nan_skips}
+
+    def load_state_dict(self, state):
+        self.sensitivity = dict(state["sensitivity"])
+        self.uncertainty = dict(state["uncertainty"])
+        self.num_updates = state["num_updates"]
+        self.nan_skips = state["nan_skips"]
+
     def scores(self):
         return {n: self.sensitivity[n] * self.uncertainty[n] for n in self.sensitivity}

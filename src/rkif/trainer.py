@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from peft import PeftModel
 from transformers import Trainer, TrainerCallback, get_linear_schedule_with_warmup
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import PREFIX_CHECKPOINT_DIR, TRAINING_ARGS_NAME
 from transformers.modeling_utils import unwrap_model
 
 from .adapters import load_adapter_weights, lora_parameters
@@ -25,6 +25,7 @@ from .fusion import fuse, global_mask
 from .importance import ImportanceTracker
 
 OUTER_OPTIMIZERS = ("shared", "separate")
+KIF_STATE = "kif_state_{}.pt"  # one per rank: the memory sampler differs between ranks
 
 
 class FeatureList(torch.utils.data.Dataset):
@@ -92,6 +93,7 @@ class RecurrentKIFTrainer(Trainer):
         self._in_outer_loop = False
         self._pending_outer_losses = []
         self._step_hook = None
+        self._resumed_from = None
         # Each rank draws its own memory batches, reproducibly.
         self.memory_rng = random.Random(self.args.seed + self.args.process_index)
         if self.kif_enabled:
@@ -110,7 +112,7 @@ class RecurrentKIFTrainer(Trainer):
             self.inner_tracker.update(self.model.named_parameters())
 
     def _kif_begin(self):
-        """Start of a task: fresh trackers, anchor = theta."""
+        """Start of a task: fresh trackers, anchor = theta; or, when resuming, the checkpoint's KIF state."""
         self.inner_tracker.reset()
         self.outer_tracker.reset()
         self.anchor = _snapshot(lora_parameters(self.model))
@@ -127,6 +129,55 @@ class RecurrentKIFTrainer(Trainer):
             self.outer_scheduler = get_linear_schedule_with_warmup(
                 self.outer_optimizer, round(self.args.get_warmup_steps(self.state.max_steps) * M / K), total
             )
+        if self._resumed_from is not None:
+            self._load_kif_state(self._resumed_from)
+
+    def _kif_state_path(self, checkpoint):
+        return os.path.join(checkpoint, KIF_STATE.format(self.args.process_index))
+
+    def _save_kif_state(self, checkpoint):
+        state = {
+            "anchor": self.anchor,
+            "inner_tracker": self.inner_tracker.state_dict(),
+            "outer_tracker": self.outer_tracker.state_dict(),
+            "memory_rng": self.memory_rng.getstate(),
+            "kif_history": self.kif_history,
+            "global_step": self.state.global_step,
+        }
+        if self.outer_optimizer is not None:
+            state["outer_optimizer"] = self.outer_optimizer.state_dict()
+            state["outer_scheduler"] = self.outer_scheduler.state_dict()
+        torch.save(state, self._kif_state_path(checkpoint))
+
+    def _load_kif_state(self, checkpoint):
+        path = self._kif_state_path(checkpoint)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} is missing: this checkpoint holds no Recurrent-KIF state for rank {self.args.process_index} "
+                "(was it written with another number of processes?), so the task cannot resume exactly"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=False)  # this run's own checkpoint
+        if state["global_step"] != self.state.global_step:
+            raise RuntimeError(f"{path} is for step {state['global_step']}, the Trainer resumed at "
+                               f"{self.state.global_step}")
+        device = next(iter(lora_parameters(self.model).values())).device
+        self.anchor = {n: t.to(device) for n, t in state["anchor"].items()}
+        for tracker, key in ((self.inner_tracker, "inner_tracker"), (self.outer_tracker, "outer_tracker")):
+            st = state[key]
+            tracker.load_state_dict({**st, "sensitivity": {n: t.to(device) for n, t in st["sensitivity"].items()},
+                                     "uncertainty": {n: t.to(device) for n, t in st["uncertainty"].items()}})
+        self.memory_rng.setstate(state["memory_rng"])
+        self.kif_history = list(state["kif_history"])
+        if self.outer_optimizer is not None:
+            self.outer_optimizer.load_state_dict(state["outer_optimizer"])
+            self.outer_scheduler.load_state_dict(state["outer_scheduler"])
+
+    def _save_checkpoint(self, model, trial, metrics=None):
+        super()._save_checkpoint(model, trial, metrics)
+        if self.kif_enabled:
+            checkpoint = os.path.join(self._get_output_dir(trial=trial),
+                                      f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self._save_kif_state(checkpoint)
 
     # --- outer loop and fusion ---------------------------------------------------------
 
@@ -222,6 +273,7 @@ class RecurrentKIFTrainer(Trainer):
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self._resumed_from = resume_from_checkpoint  # the KIF state is restored at train begin
         target = unwrap_model(model if model is not None else self.model)
         if not isinstance(target, PeftModel):
             return super()._load_from_checkpoint(resume_from_checkpoint, model)

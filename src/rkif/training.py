@@ -61,6 +61,9 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     from .trainer import FeatureList, RecurrentKIFTrainer
 
     fp16, bf16 = training_precision(precision)
+    # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
+    # backend named explicitly; with GPUs it initialises NCCL itself.
+    cpu_ddp = world_size > 1 and not torch.cuda.is_available()
     train_data = plan.train + (plan.memory if plan.method == "Replay" else [])
     validate = len(plan.validation) > 0
     args = transformers.TrainingArguments(
@@ -89,6 +92,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         greater_is_better=False if validate else None,
         group_by_length=group_by_length,
         ddp_find_unused_parameters=False if world_size > 1 else None,
+        no_cuda=cpu_ddp,
+        xpu_backend="gloo" if cpu_ddp else None,
         report_to="none",
         dataloader_pin_memory=torch.cuda.is_available(),
         seed=seed,
