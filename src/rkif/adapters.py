@@ -34,7 +34,8 @@ def load_adapter_weights(model, directory):
     if missing or unexpected:
         raise RuntimeError(
             f"{path} does not match the model's LoRA tensors: "
-            f"{len(missing)} missing (e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]})"
+            f"{len(missing)} missing (e.g. {sorted(missing)[:2]}), "
+            f"{len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]})"
         )
     set_peft_model_state_dict(model, saved)
 

@@ -39,7 +39,8 @@ def global_mask(scores, quantile):
 
 
 def fusion_weights(inner_mask, outer_mask):
-    """Per-entry (w_in, w_out): inner only -> (1, 0), outer only -> (0, 1), both -> (0.4, 0.6), neither -> (0.5, 0.5)."""
+    """Per-entry (w_in, w_out): inner only -> (1, 0), outer only -> (0, 1), both -> (0.4, 0.6),
+    neither -> (0.5, 0.5)."""
     m_in = inner_mask.bool()
     m_out = outer_mask.bool()
     w_in = torch.full(m_in.shape, NEITHER_IMPORTANT[0], dtype=torch.float32, device=m_in.device)

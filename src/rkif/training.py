@@ -22,7 +22,7 @@ def gradient_accumulation(batch_size, micro_batch_size, world_size):
 
 
 def kif_config(**values):
-    from .trainer import KIFConfig
+    from .loop import KIFConfig
 
     try:
         return KIFConfig(**values)

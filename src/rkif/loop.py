@@ -1,0 +1,322 @@
+"""The Recurrent-KIF inner/outer loop (design doc section 4) as a mixin for transformers.Trainer.
+
+It is a mixin, importing nothing from transformers.trainer, so that both the Trainer subclass
+(rkif.trainer) and the patched transformers.Trainer of patches/ use this one implementation.
+The ordinary training loop is the inner loop. Two hooks into the stock 4.28.1 loop suffice:
+- an optimizer step post-hook updates the inner importance tracker after every optimizer
+  step, while the accumulated, clipped gradients are still there (the Trainer zeroes them
+  right after the LR scheduler step);
+- a callback's on_step_end, which runs after the global step is incremented and before
+  logging, evaluation and checkpointing, runs the M outer steps and the fusion every K steps,
+  so checkpoints hold fused parameters.
+"""
+
+import os
+import random
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from peft import PeftModel
+from transformers.modeling_utils import unwrap_model
+from transformers.optimization import get_linear_schedule_with_warmup
+from transformers.trainer_callback import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .adapters import load_adapter_weights, lora_parameters
+from .fusion import fuse, global_mask
+from .importance import ImportanceTracker
+
+OUTER_OPTIMIZERS = ("shared", "separate")
+KIF_STATE = "kif_state_{}.pt"  # one per rank: the memory sampler differs between ranks
+TRAINING_ARGS_NAME = "training_args.bin"  # as transformers.trainer names it
+
+
+class FeatureList(torch.utils.data.Dataset):
+    """Tokenized features handed out as fresh dicts.
+
+    transformers' DataCollatorForSeq2Seq pads labels by reassigning them inside the feature dict it
+    is given; with a plain list the stored features would grow by one padding per use (longer than
+    their inputs, which breaks causal LMs in the second epoch or the second memory batch).
+    """
+
+    def __init__(self, features):
+        self.features = list(features or [])
+
+    def __len__(self):
+        return len(self.features)
+
+    def __getitem__(self, i):
+        return dict(self.features[i])
+
+
+@dataclass
+class KIFConfig:
+    inner_iterations: int = 8  # K: fuse every K optimizer steps
+    outer_iterations: int = 4  # M: outer steps on memory batches per fusion
+    train_batch_size_outer: int = 8  # B_out
+    quantile: float = 0.8
+    beta1: float = 0.85
+    beta2: float = 0.85
+    empty_inner_score_flag: bool = True
+    empty_outer_score_flag: bool = False
+    outer_optimizer: str = "shared"  # released: the inner optimizer; "separate": own AdamW at outer_lr
+    outer_lr: float = 1e-3
+
+    def __post_init__(self):
+        for name in ("inner_iterations", "outer_iterations", "train_batch_size_outer"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.quantile) <= 1.0:
+            raise ValueError(f"--quantile must be in [0, 1], got {self.quantile!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(f"--outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}")
+
+
+class RecurrentKIFMixin:
+    """Recurrent-KIF loop for a transformers.Trainer; plain Trainer behaviour when ``memory_dataset`` is empty.
+
+    memory_dataset: list of tokenized features (what the data collator takes) of earlier tasks.
+    Adapters, not full models, are what checkpoints save and best-model selection reloads.
+    """
+
+    def __init__(self, *args, kif_config=None, memory_dataset=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.kif = kif_config or KIFConfig()
+        self.memory_dataset = FeatureList(memory_dataset)
+        self.kif_enabled = len(self.memory_dataset) > 0
+        self.inner_tracker = ImportanceTracker(self.kif.beta1, self.kif.beta2)
+        self.outer_tracker = ImportanceTracker(self.kif.beta1, self.kif.beta2)
+        self.anchor = None
+        self.outer_optimizer = None
+        self.outer_scheduler = None
+        self.kif_history = []  # one entry per fusion: step, memory indices drawn, outer losses
+        self._in_outer_loop = False
+        self._pending_outer_losses = []
+        self._step_hook = None
+        self._resumed_from = None
+        # Each rank draws its own memory batches, reproducibly.
+        self.memory_rng = random.Random(self.args.seed + self.args.process_index)
+        if self.kif_enabled:
+            self.add_callback(_RecurrentKIFCallback(self))
+
+    # --- inner loop --------------------------------------------------------------------
+
+    def create_optimizer(self):
+        optimizer = super().create_optimizer()
+        if self.kif_enabled and self._step_hook is None:
+            self._step_hook = optimizer.register_step_post_hook(self._after_optimizer_step)
+        return optimizer
+
+    def _after_optimizer_step(self, optimizer, args, kwargs):
+        if not self._in_outer_loop:
+            self.inner_tracker.update(self.model.named_parameters())
+
+    def _kif_begin(self):
+        """Start of a task: fresh trackers, anchor = theta; or, when resuming, the checkpoint's KIF state."""
+        self.inner_tracker.reset()
+        self.outer_tracker.reset()
+        self.anchor = _snapshot(lora_parameters(self.model))
+        if not self.anchor:
+            raise RuntimeError("Recurrent-KIF found no trainable LoRA parameters (names containing 'lora_')")
+        if self.kif.outer_optimizer == "separate":
+            # Own AdamW at outer_lr; its linear schedule counts outer steps and does advance
+            # (the released LLaMA recipe's outer learning rate stayed at 0).
+            K, M = self.kif.inner_iterations, self.kif.outer_iterations
+            total = max(1, self.state.max_steps // K * M)
+            self.outer_optimizer = torch.optim.AdamW(
+                list(lora_parameters(self.model).values()), lr=self.kif.outer_lr, weight_decay=self.args.weight_decay
+            )
+            self.outer_scheduler = get_linear_schedule_with_warmup(
+                self.outer_optimizer, round(self.args.get_warmup_steps(self.state.max_steps) * M / K), total
+            )
+        if self._resumed_from is not None:
+            self._load_kif_state(self._resumed_from)
+
+    def _kif_state_path(self, checkpoint):
+        return os.path.join(checkpoint, KIF_STATE.format(self.args.process_index))
+
+    def _save_kif_state(self, checkpoint):
+        state = {
+            "anchor": self.anchor,
+            "inner_tracker": self.inner_tracker.state_dict(),
+            "outer_tracker": self.outer_tracker.state_dict(),
+            "memory_rng": self.memory_rng.getstate(),
+            "kif_history": self.kif_history,
+            "global_step": self.state.global_step,
+        }
+        if self.outer_optimizer is not None:
+            state["outer_optimizer"] = self.outer_optimizer.state_dict()
+            state["outer_scheduler"] = self.outer_scheduler.state_dict()
+        torch.save(state, self._kif_state_path(checkpoint))
+
+    def _load_kif_state(self, checkpoint):
+        path = self._kif_state_path(checkpoint)
+        if not os.path.isfile(path):
+            raise FileNotFoundError(
+                f"{path} is missing: this checkpoint holds no Recurrent-KIF state for rank {self.args.process_index} "
+                "(was it written with another number of processes?), so the task cannot resume exactly"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=False)  # this run's own checkpoint
+        if state["global_step"] != self.state.global_step:
+            raise RuntimeError(f"{path} is for step {state['global_step']}, the Trainer resumed at "
+                               f"{self.state.global_step}")
+        device = next(iter(lora_parameters(self.model).values())).device
+        self.anchor = {n: t.to(device) for n, t in state["anchor"].items()}
+        for tracker, key in ((self.inner_tracker, "inner_tracker"), (self.outer_tracker, "outer_tracker")):
+            st = state[key]
+            tracker.load_state_dict({**st, "sensitivity": {n: t.to(device) for n, t in st["sensitivity"].items()},
+                                     "uncertainty": {n: t.to(device) for n, t in st["uncertainty"].items()}})
+        self.memory_rng.setstate(state["memory_rng"])
+        self.kif_history = list(state["kif_history"])
+        if self.outer_optimizer is not None:
+            self.outer_optimizer.load_state_dict(state["outer_optimizer"])
+            self.outer_scheduler.load_state_dict(state["outer_scheduler"])
+
+    def _save_checkpoint(self, model, trial, metrics=None):
+        super()._save_checkpoint(model, trial, metrics)
+        if self.kif_enabled:
+            checkpoint = os.path.join(self._get_output_dir(trial=trial),
+                                      f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+            self._save_kif_state(checkpoint)
+
+    # --- outer loop and fusion ---------------------------------------------------------
+
+    def draw_memory_batch(self):
+        n = min(self.kif.train_batch_size_outer, len(self.memory_dataset))
+        indices = self.memory_rng.sample(range(len(self.memory_dataset)), n)
+        return indices, self.data_collator([self.memory_dataset[i] for i in indices])
+
+    def outer_step(self, batch):
+        """One outer step on a memory batch: the ordinary training loss (training mode, divided by
+        the accumulation steps), clip, optimizer step, outer tracker update. Returns the loss."""
+        model = self.model_wrapped
+        optimizer = self.optimizer if self.kif.outer_optimizer == "shared" else self.outer_optimizer
+        self._in_outer_loop = True
+        try:
+            loss = self.training_step(model, batch)
+            if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
+                if self.do_grad_scaling:
+                    self.scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
+            if self.do_grad_scaling:
+                self.scaler.step(optimizer)
+                self.scaler.update()
+            else:
+                optimizer.step()
+            if self.outer_scheduler is not None:
+                self.outer_scheduler.step()
+            self.outer_tracker.update(self.model.named_parameters())
+            model.zero_grad()
+        finally:
+            self._in_outer_loop = False
+        return loss.item()
+
+    def recurrent_step(self):
+        """M outer steps from theta_k, then fuse the inner and outer updates into theta."""
+        params = lora_parameters(self.model)
+        theta_k = _snapshot(params)
+        drawn, losses = [], []
+        for _ in range(self.kif.outer_iterations):
+            indices, batch = self.draw_memory_batch()
+            drawn.append(indices)
+            # Logged and recorded as the model's loss, comparable with the ordinary training loss.
+            losses.append(self.outer_step(batch) * self.args.gradient_accumulation_steps)
+        with torch.no_grad():
+            delta_in = {n: theta_k[n] - self.anchor[n] for n in params}
+            delta_out = {n: params[n].detach() - theta_k[n] for n in params}
+            fused = fuse(
+                self.anchor,
+                delta_in,
+                delta_out,
+                global_mask(self.inner_tracker.scores(), self.kif.quantile),
+                global_mask(self.outer_tracker.scores(), self.kif.quantile),
+            )
+            for n, p in params.items():
+                p.copy_(fused[n])
+        self.anchor = _snapshot(params)
+        if self.kif.empty_inner_score_flag:
+            self.inner_tracker.reset()
+        if self.kif.empty_outer_score_flag:
+            self.outer_tracker.reset()
+        self.kif_history.append(
+            {"global_step": self.state.global_step, "memory_indices": drawn, "outer_losses": losses,
+             "learning_rate": self.optimizer.param_groups[0]["lr"]}
+        )
+        self._pending_outer_losses += losses
+
+    def kif_summary(self):
+        return {
+            "enabled": self.kif_enabled,
+            "memory_size": len(self.memory_dataset),
+            "fusions": len(self.kif_history),
+            "outer_steps": sum(len(h["outer_losses"]) for h in self.kif_history),
+            "inner_nan_skips": self.inner_tracker.nan_skips,
+            "outer_nan_skips": self.outer_tracker.nan_skips,
+            **{f"kif_{k}": v for k, v in asdict(self.kif).items()},
+        }
+
+    def log(self, logs):
+        # The outer losses since the last log line ride along with the ordinary training loss.
+        if self._pending_outer_losses and "loss" in logs:
+            logs["outer_loss"] = round(sum(self._pending_outer_losses) / len(self._pending_outer_losses), 4)
+            self._pending_outer_losses = []
+        super().log(logs)
+
+    # --- adapters in checkpoints -------------------------------------------------------
+
+    def _save(self, output_dir=None, state_dict=None):
+        if not isinstance(unwrap_model(self.model), PeftModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        unwrap_model(self.model).save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self._resumed_from = resume_from_checkpoint  # the KIF state is restored at train begin
+        target = unwrap_model(model if model is not None else self.model)
+        if not isinstance(target, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_adapter_weights(target, resume_from_checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        # transformers 4.28.1 reads this file with torch.load's default, which from torch 2.6 on is
+        # weights_only=True and refuses the numpy RNG state the Trainer itself saved. The file is
+        # this run's own checkpoint, so it is loaded in full.
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, name)):
+            return super()._load_rng_state(checkpoint)
+        state = torch.load(os.path.join(checkpoint, name), weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.random.set_rng_state(state["cpu"])
+        if torch.cuda.is_available() and "cuda" in state:
+            if self.args.local_rank != -1:
+                torch.cuda.random.set_rng_state(state["cuda"])
+            else:
+                torch.cuda.random.set_rng_state_all(state["cuda"])
+
+    def _load_best_model(self):
+        if not isinstance(unwrap_model(self.model), PeftModel):
+            return super()._load_best_model()
+        load_adapter_weights(unwrap_model(self.model), self.state.best_model_checkpoint)
+
+
+class _RecurrentKIFCallback(TrainerCallback):
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.trainer._kif_begin()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step % self.trainer.kif.inner_iterations == 0:
+            self.trainer.recurrent_step()
+
+
+def _snapshot(params):
+    return {n: p.detach().clone() for n, p in params.items()}
