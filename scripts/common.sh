@@ -29,8 +29,7 @@ train_grid() {
   model_name=$(basename "${BASE_MODEL%/}")
   for dataset_id in $DATASET_IDS; do
     tasks=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks "$dataset_id")
-    order_name=$dataset_id
-    case "$dataset_id" in *.json) order_name=$(basename "$dataset_id" .json) ;; esac
+    order_name=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks --name "$dataset_id")
     task_id=0
     for task in $tasks; do
       out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}/${task_id}-${task}"

@@ -71,3 +71,11 @@ def test_validation_subset_first_25_after_seeded_shuffle():
     random.Random(42).shuffle(order)
     assert [r["id"] for r in validation_subset(data, 25, 42)] == [f"t_{i}" for i in order[:25]]
     assert len(validation_subset(records(["a"] * 7), 25, 42)) == 7
+
+
+def test_free_text_tasks_are_sampled_uniformly():
+    data = records(["a"] * 90 + ["b"] * 10)
+    picked = sample_task_memory(data, 10, random.Random(5), uniform=True)
+    assert [r["id"] for r in picked] == [f"t_{i}" for i in random.Random(5).sample(range(100), 10)]
+    buf = build_memory_buffer([data, data], ratio=10, seed=1, free_text=[True, False])
+    assert Counter(r["output"] for r in buf[10:]) == {"a": 5, "b": 5}  # the classification task stays balanced

@@ -7,7 +7,7 @@ from .continual import METHODS
 from .errors import InputError
 from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, run_generation
 from .metrics import plot_matrices, write_report
-from .tasks import resolve_order
+from .tasks import resolve_order, task_metrics
 
 
 def exit_on_input_error(fn, *args, **kwargs):
@@ -74,16 +74,17 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
              avgperf_dir=None, quiet=False):
     """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them."""
     order_name, tasks = resolve_order(dataset_id)
+    metrics = task_metrics(dataset_id)
     if pred_dir is None:
         _check(method_name, base_model)
         pred_dir = prediction_dir(output_path, base_model, method_name, order_name, kind)
     if kind == "avgPerf":
-        rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir)
+        rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir, metrics)
     elif kind == "bwt":
         avgperf_dir = avgperf_dir or prediction_dir(output_path, base_model, method_name, order_name, "avgPerf")
-        rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir)
+        rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir, metrics)
     else:
-        R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir)
+        R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir, metrics)
         summary["R"] = R
         plot_matrices([(R, matrix_title(os.path.basename(pred_dir), summary))], tasks,
                       os.path.join(pred_dir, "accuracy_matrix.png"))

@@ -8,10 +8,10 @@ import time
 from dataclasses import dataclass, field
 
 from .adapters import adapter_exists
-from .data import load_records, task_file
+from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .memory import build_memory_buffer, validation_subset
-from .tasks import check_task_id, resolve_order
+from .tasks import check_task_id, resolve_order, task_metrics
 
 METHODS = ("RKIF", "SeqLoRA", "Replay")
 VAL_PER_TASK = 25  # fixed in the released recipe; val_set_size only switches validation on or off
@@ -69,10 +69,17 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
             )
         plan.previous_adapter = prev
 
-    plan.train = load_records(task_file(data_dir, "train", plan.task, suffix), fields)
+    metrics = task_metrics(dataset_id)
+
+    def read(split, task):
+        path = task_file(data_dir, split, task, suffix)
+        return check_task_records(path, load_records(path, fields), metrics[task])
+
+    plan.train = read("train", plan.task)
     if method_name != "SeqLoRA" and task_id > 0:
-        earlier = [load_records(task_file(data_dir, "train", t, suffix), fields) for t in tasks[:task_id]]
-        plan.memory = build_memory_buffer(earlier, memory_data_ratio, seed)
+        earlier = [read("train", t) for t in tasks[:task_id]]
+        plan.memory = build_memory_buffer(earlier, memory_data_ratio, seed,
+                                          free_text=[metrics[t] == "rougeL" for t in tasks[:task_id]])
         if not plan.memory:
             raise InputError(
                 f"--memory_data_ratio {memory_data_ratio}: the memory buffer of tasks {tasks[:task_id]} is empty "
@@ -80,8 +87,7 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
             )
     if val_set_size > 0:
         for t in tasks[: task_id + 1]:
-            plan.validation += validation_subset(load_records(task_file(data_dir, "dev", t, suffix), fields),
-                                                 VAL_PER_TASK, seed)
+            plan.validation += validation_subset(read("dev", t), VAL_PER_TASK, seed)
     return plan
 
 

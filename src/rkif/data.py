@@ -2,8 +2,12 @@
 
 import json
 import os
+import re
+from collections import Counter
 
 from .errors import InputError
+
+OPTION_RE = re.compile(r"Option: (.*?)\.\n")
 
 T5_FIELDS = ("input", "output")
 
@@ -33,4 +37,46 @@ def load_records(path, fields=T5_FIELDS):
                 raise InputError(f"{path}: record {i} (id {r.get('id', '?')}) has no '{field}' field")
             if not isinstance(r[field], str):
                 raise InputError(f"{path}: record {i} (id {r.get('id', '?')}) field '{field}' must be a string")
+    return records
+
+
+def option_list(record):
+    """The labels of "Option: a, b, c." in a record's instruction (or T5 input); None when absent."""
+    found = OPTION_RE.search(record.get("instruction") or record.get("input", ""))
+    return found.group(1).split(", ") if found else None
+
+
+def duplicate_ids(records):
+    counts = Counter(r.get("id") for r in records if "id" in r)
+    return sorted(i for i, c in counts.items() if c > 1)
+
+
+def empty_outputs(records):
+    return [r.get("id", i) for i, r in enumerate(records) if not r["output"].strip()]
+
+
+def outside_options(records):
+    """Records whose output is not in their own option list: [(id, output, options)]."""
+    bad = []
+    for i, r in enumerate(records):
+        options = option_list(r)
+        if options is not None and r["output"] not in options:
+            bad.append((r.get("id", i), r["output"], options))
+    return bad
+
+
+def check_task_records(path, records, metric="accuracy"):
+    """The checks training and evaluation run on every file they read (validate runs them too)."""
+    dupes = duplicate_ids(records)
+    if dupes:
+        raise InputError(f"{path}: {len(dupes)} duplicate ids, e.g. {dupes[:3]}")
+    empty = empty_outputs(records)
+    if empty:
+        raise InputError(f"{path}: {len(empty)} records with an empty output, e.g. ids {empty[:3]}")
+    if metric == "accuracy":
+        bad = outside_options(records)
+        if bad:
+            ident, output, options = bad[0]
+            raise InputError(f"{path}: {len(bad)} outputs outside the option list, e.g. id {ident}: "
+                             f"{output!r} not in {options}")
     return records

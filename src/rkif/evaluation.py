@@ -11,11 +11,10 @@ import os
 
 from .adapters import adapter_exists
 from .continual import adapter_dir, run_dir
-from .data import load_records, task_file
+from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .generation import write_predictions
-from .metrics import accuracy, backward_transfer, check_complete, matrix_metrics, overall_performance, \
-    read_predictions
+from .metrics import backward_transfer, check_complete, matrix_metrics, overall_performance, read_predictions, score
 
 KINDS = ("avgPerf", "bwt", "matrix")
 
@@ -75,47 +74,51 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
     return pred_dir
 
 
-def scoring_records(data_dir, task):
+def scoring_records(data_dir, task, metric="accuracy"):
     """The test split's ids and gold outputs; the T5 and LLaMA files of a task hold the same ones."""
     path = task_file(data_dir, "test", task, "_T5")
     if not os.path.isfile(path):
         path = task_file(data_dir, "test", task, "")
-    return load_records(path, ("id", "output"))
+    return check_task_records(path, load_records(path, ("id", "output")), metric)
 
 
-def task_accuracy(pred_dir, kind, t, i, tasks, data_dir):
+def task_accuracy(pred_dir, kind, t, i, tasks, data_dir, metrics=None):
+    """(score, examples) of task i's predictions with the adapter after task t; the score is the
+    task's metric (accuracy unless ``metrics`` says rougeL)."""
+    metric = (metrics or {}).get(tasks[i], "accuracy")
     path = prediction_file(pred_dir, kind, t, i, tasks[i])
     rows = read_predictions(path)
-    check_complete(rows, scoring_records(data_dir, tasks[i]), path)
-    return accuracy(rows), len(rows)
+    check_complete(rows, scoring_records(data_dir, tasks[i], metric), path)
+    return score(rows, metric), len(rows)
 
 
-def evaluate_avgperf(pred_dir, tasks, data_dir):
+def evaluate_avgperf(pred_dir, tasks, data_dir, metrics=None):
     T = len(tasks)
     rows = []
     for i, task in enumerate(tasks):
-        acc, n = task_accuracy(pred_dir, "avgPerf", T - 1, i, tasks, data_dir)
-        rows.append({"task_id": i, "task": task, "accuracy": acc, "examples": n})
-    return rows, {"OP": overall_performance([r["accuracy"] for r in rows])}
+        acc, n = task_accuracy(pred_dir, "avgPerf", T - 1, i, tasks, data_dir, metrics)
+        rows.append({"task_id": i, "task": task, "metric": (metrics or {}).get(task, "accuracy"), "score": acc,
+                     "examples": n})
+    return rows, {"OP": overall_performance([r["score"] for r in rows])}
 
 
-def evaluate_bwt(bwt_dir, avgperf_dir, tasks, data_dir):
+def evaluate_bwt(bwt_dir, avgperf_dir, tasks, data_dir, metrics=None):
     T = len(tasks)
     if T < 2:
         raise InputError("BWT needs an order of at least two tasks")
     rows = []
     for i, task in enumerate(tasks):
-        a_ii, n = task_accuracy(bwt_dir, "bwt", i, i, tasks, data_dir) if i < T - 1 else (None, None)
-        a_ti, _ = task_accuracy(avgperf_dir, "avgPerf", T - 1, i, tasks, data_dir)
+        a_ii, n = task_accuracy(bwt_dir, "bwt", i, i, tasks, data_dir, metrics) if i < T - 1 else (None, None)
+        a_ti, _ = task_accuracy(avgperf_dir, "avgPerf", T - 1, i, tasks, data_dir, metrics)
         a_ii = a_ti if i == T - 1 else a_ii
         rows.append({"task_id": i, "task": task, "a_ii": a_ii, "a_Ti": a_ti, "a_Ti_minus_a_ii": a_ti - a_ii})
     return rows, {"BWT": backward_transfer([r["a_ii"] for r in rows], [r["a_Ti"] for r in rows]),
                   "OP": overall_performance([r["a_Ti"] for r in rows])}
 
 
-def evaluate_matrix(matrix_dir, tasks, data_dir):
+def evaluate_matrix(matrix_dir, tasks, data_dir, metrics=None):
     T = len(tasks)
-    R = [[task_accuracy(matrix_dir, "matrix", t, i, tasks, data_dir)[0] for i in range(t + 1)]
+    R = [[task_accuracy(matrix_dir, "matrix", t, i, tasks, data_dir, metrics)[0] for i in range(t + 1)]
          for t in range(T)]
     rows = [{"after_task": t, **{f"{i}-{tasks[i]}": (R[t][i] if i <= t else "") for i in range(T)}}
             for t in range(T)]

@@ -8,19 +8,19 @@ def memory_size(num_train, ratio):
     return int(num_train * ratio // 100)
 
 
-def sample_task_memory(records, n, rng):
+def sample_task_memory(records, n, rng, uniform=False):
     """Class-balanced sample of at most ``n`` records, drawn with ``rng`` (a random.Random).
 
     Per distinct output: min(max(1, n // n_classes), count) at random; then a random top-up
-    from the rest up to n. When there are more classes than n (free text, where nearly every
-    output is distinct), one per class would overshoot, so the draw is uniform instead.
+    from the rest up to n. Uniform instead for free-text tasks (``uniform``), and whenever there
+    are more classes than n, where one per class would overshoot n.
     """
     if n <= 0:
         return []
     by_output = {}
     for i, r in enumerate(records):
         by_output.setdefault(r["output"], []).append(i)
-    if len(by_output) > n:
+    if uniform or len(by_output) > n:
         picked = rng.sample(range(len(records)), n)
     else:
         per_class = max(1, n // len(by_output))
@@ -35,12 +35,14 @@ def sample_task_memory(records, n, rng):
     return [records[i] for i in picked]
 
 
-def build_memory_buffer(train_sets, ratio, seed=42):
-    """Concatenated memories of the earlier tasks; one RNG seeded once before the loop over tasks."""
+def build_memory_buffer(train_sets, ratio, seed=42, free_text=None):
+    """Concatenated memories of the earlier tasks; one RNG seeded once before the loop over tasks.
+    free_text: per task, True to sample it uniformly (tasks scored by ROUGE-L)."""
     rng = random.Random(seed)
     buffer = []
-    for records in train_sets:
-        buffer += sample_task_memory(records, memory_size(len(records), ratio), rng)
+    for i, records in enumerate(train_sets):
+        uniform = bool(free_text and free_text[i])
+        buffer += sample_task_memory(records, memory_size(len(records), ratio), rng, uniform)
     return buffer
 
 

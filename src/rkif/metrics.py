@@ -79,6 +79,20 @@ def accuracy(rows):
     return sum(normalize(r["pred"]) == normalize(r["gold"]) for r in rows) / len(rows)
 
 
+def rouge_l(rows):
+    """Mean ROUGE-L F-measure of prediction against gold (free-text tasks)."""
+    from rouge_score import rouge_scorer
+
+    if not rows:
+        raise ValueError("ROUGE-L of no predictions")
+    scorer = rouge_scorer.RougeScorer(["rougeL"])
+    return sum(scorer.score(r["gold"], r["pred"])["rougeL"].fmeasure for r in rows) / len(rows)
+
+
+def score(rows, metric="accuracy"):
+    return rouge_l(rows) if metric == "rougeL" else accuracy(rows)
+
+
 def overall_performance(final_accuracies):
     """OP: mean accuracy over all tasks of the adapter after the last task."""
     return sum(final_accuracies) / len(final_accuracies)

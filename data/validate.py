@@ -1,0 +1,31 @@
+"""Check every file of a data folder; exit 2 with a precise message on the first class of problem.
+
+    python data/validate.py DATA_DIR [--benchmark my_benchmark.json]
+
+Checks, in order: schema, duplicate ids, empty outputs, outputs outside the option list
+(classification tasks; tasks a --benchmark description marks rougeL are free text), and T5/LLaMA
+pair consistency. Prints the counts per split and the label distribution per task.
+Training and evaluation run the per-file checks on every file they read.
+"""
+
+import os
+import sys
+
+import fire
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.tasks import read_description  # noqa: E402
+from rkif.validate import summary_lines, validate_folder  # noqa: E402
+
+
+def main(data_dir, benchmark=None):
+    metrics = read_description(benchmark)[1] if benchmark else None
+    records = validate_folder(data_dir, metrics)
+    print(f"{data_dir}: {len(records)} files, no problem found")
+    print("\n".join(summary_lines(records)))
+
+
+if __name__ == "__main__":
+    fire.Fire(lambda *a, **kw: exit_on_input_error(main, *a, **kw), name="validate")
