@@ -1,6 +1,6 @@
 """Seconds per inner optimizer step of Recurrent-KIF vs plain sequential LoRA, measured in one run.
 
-    .venv/bin/python scripts/bench_kif_overhead.py [--repeats 3] [--max_steps 64]
+    .venv/bin/python scripts/bench_kif_overhead.py [--repeats 5] [--max_steps 64]
 
 Both methods train task 1 of a synthetic order from the same task-0 adapter, through the
 real CLI (evaluation off, no checkpoint inside the timed region); the time is the Trainer's
@@ -26,7 +26,7 @@ from rkif.synthetic import write_synthetic_benchmark  # noqa: E402
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir  # noqa: E402
 
 
-def main(repeats=3, max_steps=64, inner_iterations=8, outer_iterations=4, d_model=128, n_train=400,
+def main(repeats=5, max_steps=64, inner_iterations=8, outer_iterations=4, d_model=128, n_train=400,
          out_json="output/bench/kif_overhead.json"):
     work = tempfile.mkdtemp(prefix="rkif_bench_")
     data = os.path.join(work, "data")
