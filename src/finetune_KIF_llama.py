@@ -89,11 +89,7 @@ def train(
         if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
             raise InputError("--load_8bit needs the optional bitsandbytes package and a GPU; "
                              "without them leave it off (fp32 on CPU, bf16/fp16 on a GPU)")
-    kif = kif_config(inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-                     train_batch_size_outer=train_batch_size_outer, quantile=quantile, beta1=beta1, beta2=beta2,
-                     empty_inner_score_flag=bool(empty_inner_score_flag),
-                     empty_outer_score_flag=bool(empty_outer_score_flag), outer_optimizer=outer_optimizer,
-                     outer_lr=outer_lr)
+    kif = kif_config(settings)
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed, suffix="", fields=LLAMA_FIELDS)

@@ -23,7 +23,7 @@ def test_custom_order_from_list_or_object(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ("[1, 2", "not valid JSON"), ("[]", "non-empty"), ('["a", "a"]', "unique"), ('{"order": ["a"]}', "'tasks'")])
+    ("[1, 2", "malformed JSON"), ("[]", "non-empty"), ('["a", "a"]', "unique"), ('{"order": ["a"]}', "'tasks'")])
 def test_custom_order_errors(tmp_path, content, message):
     p = tmp_path / "o.json"
     p.write_text(content)

@@ -14,6 +14,7 @@ import json
 import os
 import random
 
+from .data import read_json
 from .errors import InputError
 
 SPLITS = ("train", "dev", "test")
@@ -39,18 +40,10 @@ def instruction(task_type, labels):
     return f"{QUESTIONS[task_type]} Choose one from the option. Option: {', '.join(labels)}.\n"
 
 
-def _load_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
-
-
 def read_raw_task(task_dir):
     """({split: [(text, label)]}, labels) from a raw task folder of either layout."""
     labels_path = os.path.join(task_dir, "labels.json")
-    labels = _load_json(labels_path) if os.path.isfile(labels_path) else None
+    labels = read_json(labels_path) if os.path.isfile(labels_path) else None
     if labels is not None and (not isinstance(labels, list) or not all(isinstance(x, str) for x in labels)):
         raise InputError(f"{labels_path}: expected a JSON list of label strings")
     splits, seen = {}, []
@@ -58,7 +51,7 @@ def read_raw_task(task_dir):
         path = os.path.join(task_dir, f"{split}.json")
         if not os.path.isfile(path):
             raise InputError(f"{path}: raw split file not found")
-        data = _load_json(path)
+        data = read_json(path)
         if isinstance(data, dict) and "Instances" in data:  # layout (b)
             rows, keys = data["Instances"], ("input", "output")
         elif isinstance(data, list):  # layout (a)

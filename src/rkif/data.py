@@ -16,15 +16,20 @@ def task_file(data_dir, split, task, suffix="_T5"):
     return os.path.join(data_dir, split, f"{task}{suffix}.json")
 
 
+def read_json(path):
+    """The parsed file; malformed JSON is an InputError naming the file, line and column."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+
+
 def load_records(path, fields=T5_FIELDS):
     """The list of records in ``path``, each checked to hold every field in ``fields`` as a string."""
     if not os.path.isfile(path):
         raise InputError(f"{path}: data file not found")
-    try:
-        with open(path, encoding="utf-8") as f:
-            records = json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: malformed JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    records = read_json(path)
     if not isinstance(records, list):
         raise InputError(f"{path}: expected a JSON list of records, got {type(records).__name__}")
     if not records:

@@ -1,9 +1,9 @@
 """Task orders of the benchmark (design doc section 1) and custom benchmarks described in a JSON file."""
 
-import json
 import os
 import sys
 
+from .data import read_json
 from .errors import InputError
 
 TASK_ORDERS = {
@@ -17,14 +17,6 @@ TASK_ORDERS = {
 
 
 METRICS = ("accuracy", "rougeL")
-
-
-def _read_json(path):
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except json.JSONDecodeError as e:
-        raise InputError(f"{path}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
 
 
 def _task_list(tasks, where):
@@ -42,7 +34,7 @@ def read_description(path):
     "orders" ({name: [tasks]}), and optionally "metrics" ({task: "accuracy" | "rougeL"};
     accuracy by default).
     """
-    spec = _read_json(path)
+    spec = read_json(path)
     if isinstance(spec, list):
         spec = {"tasks": spec}
     if not isinstance(spec, dict) or not ("tasks" in spec or "orders" in spec):

@@ -21,9 +21,15 @@ def gradient_accumulation(batch_size, micro_batch_size, world_size):
     return batch_size // micro_batch_size // world_size
 
 
-def kif_config(**values):
+def kif_config(settings):
+    """KIFConfig from a training script's flags (the released names; the flags 0/1 become booleans)."""
+    from dataclasses import fields
+
     from .loop import KIFConfig
 
+    values = {f.name: settings[f.name] for f in fields(KIFConfig)}
+    for flag in ("empty_inner_score_flag", "empty_outer_score_flag"):
+        values[flag] = bool(values[flag])
     try:
         return KIFConfig(**values)
     except ValueError as e:
