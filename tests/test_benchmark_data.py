@@ -114,13 +114,21 @@ def test_validate_reports_the_first_class_of_problem(bench_dir, tmp_path, damage
     assert data in str(e.value)
 
 
-def test_training_runs_the_same_checks(bench_dir, tmp_path):
+def test_training_runs_the_same_checks(bench_dir, tmp_path, capsys):
     data = str(tmp_path / "data")
     shutil.copytree(bench_dir, data)
-    corrupt(data, "weather", "train", lambda r: r[3].update(output="hail"), "_T5")
-    with pytest.raises(InputError, match="outputs outside the option list, e.g. id weather_3: 'hail'"):
-        plan_task(method_name="RKIF", dataset_id=os.path.join(data, "order.json"), task_id=0, data_dir=data,
-                  output_path=str(tmp_path / "o"), base_model="m", memory_data_ratio=2, val_set_size=0)
+    plan = dict(method_name="RKIF", dataset_id=os.path.join(data, "order.json"), task_id=0, data_dir=data,
+                output_path=str(tmp_path / "o"), base_model="m", memory_data_ratio=2, val_set_size=25)
+    # an output outside the options is reported but not refused: the released MNLI dev split has six ("-")
+    corrupt(data, "weather", "dev", lambda r: r[3].update(output="-"), "_T5")
+    assert len(plan_task(**plan).validation) == 8
+    assert "warning: " in capsys.readouterr().err
+    corrupt(data, "weather", "train", lambda r: r[1].update(id=r[0]["id"]), "_T5")
+    with pytest.raises(InputError, match="train/weather_T5.json: 1 duplicate ids, e.g. \\['weather_0'\\]"):
+        plan_task(**plan)
+    corrupt(data, "weather", "train", lambda r: [r[1].update(id="weather_1"), r[2].update(output=" ")], "_T5")
+    with pytest.raises(InputError, match="1 records with an empty output"):
+        plan_task(**plan)
 
 
 def test_custom_description_orders_and_metric_errors(tmp_path):

@@ -54,10 +54,13 @@ def train_sentencepiece(texts, vocab_size, special_ids=T5_SPECIAL_IDS, **options
     """Serialized unigram model; special_ids as in T5 (pad 0, eos 1, unk 2) or LLaMA (unk 0, bos 1, eos 2)."""
     import sentencepiece as spm
 
+    # Every character gets a piece when they fit in the vocabulary (small synthetic corpora); real text
+    # (over a thousand distinct characters) keeps the most frequent ones, as sentencepiece does by default.
+    coverage = 1.0 if len(set("".join(texts))) + 16 < vocab_size else 0.9995
     buf = io.BytesIO()
     spm.SentencePieceTrainer.train(
         sentence_iterator=iter(texts), model_writer=buf, vocab_size=vocab_size, model_type="unigram",
-        character_coverage=1.0, hard_vocab_limit=False, num_threads=1, minloglevel=2, **special_ids, **options,
+        character_coverage=coverage, hard_vocab_limit=False, num_threads=1, minloglevel=2, **special_ids, **options,
     )
     return buf.getvalue()
 
