@@ -46,11 +46,10 @@ def generation_jobs(kind, num_tasks, only=None):
 
 
 def run_generation(*, kind, tasks, order_name, base_model, method, output_path, data_dir, make_predictor,
-                   batch_size, suffix="_T5", fields=("id", "input", "output"), only=None, lengths=None):
+                   batch_size, suffix="_T5", fields=("id", "input", "output"), only=None):
     """Write every missing prediction file of this kind; finished files are skipped.
 
     Adapters and test files are all checked before the first model is loaded.
-    lengths: optional function records -> input lengths (for length-sorted batches).
     """
     if batch_size < 1:
         raise InputError(f"--batch_size must be a positive integer, got {batch_size}")
@@ -69,8 +68,7 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
         predict = make_predictor(adapters[t])
         for i, path in todo:
             records = tests[i]
-            write_predictions(records, predict, path, batch_size, lengths(records) if lengths else None,
-                              desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
+            write_predictions(records, predict, path, batch_size, desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
     return pred_dir
 
 

@@ -28,7 +28,7 @@ SYNTHETIC_TASKS = {
 }
 
 
-def make_example(rng, labels, task, n):
+def make_example(rng, labels):
     label = rng.choice(sorted(labels))
     words = [rng.choice(FILLER) for _ in range(rng.randint(5, 9))]
     words.insert(rng.randint(0, len(words)), rng.choice(labels[label]))
@@ -46,7 +46,7 @@ def write_synthetic_benchmark(data_dir, tasks=("weather", "sport", "food"), n_tr
         for split, n in sizes.items():
             t5, llama = [], []
             for i in range(n):
-                label, text = make_example(rng, labels, task, i)
+                label, text = make_example(rng, labels)
                 body = f"Text: {text}\n\nAnswer:"
                 ident = f"{task}_{i}"
                 t5.append({"id": ident, "input": instruction + body, "output": label})
