@@ -15,7 +15,9 @@ import json
 import os
 import sys
 
-import fire
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+
+from rkif.flags import run  # noqa: E402
 
 # task: (hub dataset, config, {our split: hub split}, labels, example formatter)
 SOURCES = {
@@ -74,4 +76,4 @@ def main(raw_dir, tasks=None):
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

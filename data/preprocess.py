@@ -14,12 +14,10 @@ import json
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
 from rkif.benchmark import preprocess  # noqa: E402
-from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
 from rkif.validate import summary_lines, validate_folder  # noqa: E402
 
@@ -40,4 +38,4 @@ def main(raw_dir, out_dir, types=None, seed=42):
 
 
 if __name__ == "__main__":
-    fire.Fire(lambda *a, **kw: exit_on_input_error(main, *a, **kw), name="preprocess")
+    run(main)

@@ -11,11 +11,9 @@ Training and evaluation run the per-file checks on every file they read.
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
 
-from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.tasks import read_description  # noqa: E402
 from rkif.validate import summary_lines, validate_folder  # noqa: E402
 
@@ -28,4 +26,4 @@ def main(data_dir, benchmark=None):
 
 
 if __name__ == "__main__":
-    fire.Fire(lambda *a, **kw: exit_on_input_error(main, *a, **kw), name="validate")
+    run(main)

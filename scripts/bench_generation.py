@@ -15,7 +15,6 @@ import sys
 import tempfile
 import time
 
-import fire
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
@@ -25,6 +24,7 @@ from rkif.data import load_records, task_file  # noqa: E402
 from rkif.generation import write_predictions  # noqa: E402
 from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation  # noqa: E402
 from rkif.synthetic import write_synthetic_benchmark  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir  # noqa: E402
 
 
@@ -84,4 +84,4 @@ def main(n_examples=500, batch_size=64, d_model=64, max_length=128, repeats=5,
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

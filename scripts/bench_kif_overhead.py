@@ -16,13 +16,13 @@ import statistics
 import sys
 import tempfile
 
-import fire
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
 from finetune_KIF_t5lora import train  # noqa: E402
 from rkif.synthetic import write_synthetic_benchmark  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir  # noqa: E402
 
 
@@ -74,4 +74,4 @@ def main(repeats=5, max_steps=64, inner_iterations=8, outer_iterations=4, d_mode
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    run(main)

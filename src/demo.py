@@ -13,22 +13,19 @@ on, the best checkpoint by the dev loss of all tasks so far tends to stop the ne
 which on this small benchmark leaves some tasks under 0.8 right after their own training.
 """
 
-import functools
 import json
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from run_pipeline import run_order  # noqa: E402
-from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.synthetic import write_synthetic_benchmark  # noqa: E402
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir  # noqa: E402
 
 
-def main(out_dir="output/demo", tasks=("weather", "sport", "food"), n_train=200, n_dev=50, n_test=100,
+def demo(out_dir="output/demo", tasks=("weather", "sport", "food"), n_train=200, n_dev=50, n_test=100,
          methods="RKIF,SeqLoRA,Replay", num_epochs=15, learning_rate=5e-3, memory_data_ratio=5, val_set_size=0,
          d_model=64, seed=0):
     data = os.path.join(out_dir, "data")
@@ -55,4 +52,4 @@ def main(out_dir="output/demo", tasks=("weather", "sport", "food"), n_train=200,
 
 
 if __name__ == "__main__":
-    fire.Fire(functools.wraps(main)(lambda *a, **kw: exit_on_input_error(main, *a, **kw)))
+    run(demo)

@@ -10,18 +10,21 @@ prediction file must cover exactly the test split's ids.
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.cli import evaluate, exit_on_input_error  # noqa: E402
+from rkif.cli import evaluate  # noqa: E402
+from rkif.flags import run  # noqa: E402
 
 
-def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+def eval_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
          output_path: str = "output", pred_dir: str = None):
-    exit_on_input_error(evaluate, "avgPerf", base_model=base_model, dataset_id=dataset_id, method_name=method_name,
+    evaluate("avgPerf", base_model=base_model, dataset_id=dataset_id, method_name=method_name,
                         data_dir=data_dir, output_path=output_path, pred_dir=pred_dir)
 
 
+def main(argv=None):
+    run(eval_avgperf, argv)
+
+
 if __name__ == "__main__":
-    fire.Fire(main)
+    main()

@@ -12,11 +12,9 @@ import os
 import sys
 import time
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
 
 LLAMA_FIELDS = ("instruction", "input", "output")
@@ -73,14 +71,16 @@ def train(
     started = time.time()
     from rkif.causal import check_template
     from rkif.continual import plan_task
-    from rkif.training import gradient_accumulation, kif_config, print_settings, train_and_save, training_precision
+    from rkif.lora import parse_target_modules
+    from rkif.training import (check_resume, check_training_flags, gradient_accumulation, kif_config, print_settings,
+                               train_and_save, training_precision)
 
+    check_training_flags(settings)
     check_template(prompt_template_name)
     training_precision(precision)  # refuse a bad choice before anything is loaded
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
-    if isinstance(lora_target_modules, str):
-        lora_target_modules = [m.strip() for m in lora_target_modules.strip("[]").split(",") if m.strip()]
+    lora_target_modules = parse_target_modules(lora_target_modules)
     if load_8bit:
         import importlib.util
 
@@ -93,15 +93,18 @@ def train(
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed, suffix="", fields=LLAMA_FIELDS)
+    check_resume(resume_from_checkpoint, plan.output_dir)
     print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
                    world_size)
 
     import torch
     import transformers
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+    from peft import PeftModel, TaskType
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
     from rkif.causal import load_tokenizer, tokenize_causal
+    from rkif.flags import load_pretrained
+    from rkif.lora import new_lora_model
 
     transformers.set_seed(seed)
     tokenizer = load_tokenizer(base_model, cache_dir)
@@ -110,7 +113,7 @@ def train(
     if load_8bit:
         load_kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
                        "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
-    model = AutoModelForCausalLM.from_pretrained(base_model, cache_dir=cache_dir, **load_kwargs)
+    model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir, **load_kwargs)
     if load_8bit:
         from peft import prepare_model_for_int8_training
 
@@ -118,9 +121,8 @@ def train(
     if plan.previous_adapter:
         model = PeftModel.from_pretrained(model, plan.previous_adapter, is_trainable=True)
     else:
-        model = get_peft_model(model, LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(lora_target_modules),
-            bias="none", task_type=TaskType.CAUSAL_LM))
+        model = new_lora_model(model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+                               target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM)
     # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
     # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
     for n, p in model.named_parameters():
@@ -142,7 +144,7 @@ def train(
 
 
 def main(argv=None):
-    exit_on_input_error(fire.Fire, train, command=argv)
+    run(train, argv)
 
 
 if __name__ == "__main__":

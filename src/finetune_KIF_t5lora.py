@@ -11,11 +11,9 @@ import os
 import sys
 import time
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.cli import exit_on_input_error  # noqa: E402
+from rkif.flags import run  # noqa: E402
 
 
 def train(
@@ -62,33 +60,37 @@ def train(
     settings = dict(locals())
     started = time.time()
     from rkif.continual import plan_task
-    from rkif.training import gradient_accumulation, kif_config, print_settings, train_and_save
+    from rkif.lora import parse_target_modules
+    from rkif.training import (check_resume, check_training_flags, gradient_accumulation, kif_config, print_settings,
+                               train_and_save)
 
+    check_training_flags(settings)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
-    if isinstance(lora_target_modules, str):
-        lora_target_modules = [m.strip() for m in lora_target_modules.strip("[]").split(",") if m.strip()]
+    lora_target_modules = parse_target_modules(lora_target_modules)
     kif = kif_config(settings)
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed)
+    check_resume(resume_from_checkpoint, plan.output_dir)
     print_settings("Training T5-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps, world_size)
 
     import transformers
-    from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+    from peft import PeftModel, TaskType
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
+    from rkif.flags import load_pretrained
+    from rkif.lora import new_lora_model
     from rkif.seq2seq import tokenize_seq2seq
 
     transformers.set_seed(seed)
-    tokenizer = AutoTokenizer.from_pretrained(base_model, cache_dir=cache_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(base_model, cache_dir=cache_dir)
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
+    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir)
     if plan.previous_adapter:
         model = PeftModel.from_pretrained(model, plan.previous_adapter, is_trainable=True)
     else:
-        model = get_peft_model(model, LoraConfig(
-            r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=list(lora_target_modules),
-            bias="none", task_type=TaskType.SEQ_2_SEQ_LM))
+        model = new_lora_model(model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+                               target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         model.print_trainable_parameters()
 
@@ -104,7 +106,7 @@ def train(
 
 
 def main(argv=None):
-    exit_on_input_error(fire.Fire, train, command=argv)
+    run(train, argv)
 
 
 if __name__ == "__main__":

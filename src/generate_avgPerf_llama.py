@@ -10,19 +10,22 @@ resuming an interrupted file and skipping finished ones. Then: python src/eval_a
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.cli import exit_on_input_error, generate_llama  # noqa: E402
+from rkif.cli import generate_llama  # noqa: E402
+from rkif.flags import run  # noqa: E402
 
 
-def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
-         output_path: str = "output", batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
-         precision: str = "auto", cache_dir: str = None):
+def generate_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+                     output_path: str = "output", batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
+                     precision: str = "auto", cache_dir: str = None):
     """precision: auto = bf16 (fp16 where the GPU has no bf16) on a GPU, fp32 on CPU."""
-    exit_on_input_error(generate_llama, "avgPerf", **locals())
+    generate_llama("avgPerf", **locals())
+
+
+def main(argv=None):
+    run(generate_avgperf, argv)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    main()

@@ -9,19 +9,22 @@ resuming an interrupted file and skipping finished ones. Then: python src/eval_a
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.cli import exit_on_input_error, generate_t5  # noqa: E402
+from rkif.cli import generate_t5  # noqa: E402
+from rkif.flags import run  # noqa: E402
 
 
-def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
-         output_path: str = "output", batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
-         precision: str = "auto", cache_dir: str = None):
+def generate_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+                     output_path: str = "output", batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
+                     precision: str = "auto", cache_dir: str = None):
     """precision: auto = bf16 on a GPU (fp16 overflows T5), fp32 on CPU."""
-    exit_on_input_error(generate_t5, "avgPerf", **locals())
+    generate_t5("avgPerf", **locals())
+
+
+def main(argv=None):
+    run(generate_avgperf, argv)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    main()

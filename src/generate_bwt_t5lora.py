@@ -11,21 +11,24 @@ Then: python src/eval_bwt.py (same flags; it also reads the avgPerf predictions)
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from rkif.cli import exit_on_input_error, generate_t5  # noqa: E402
+from rkif.cli import generate_t5  # noqa: E402
+from rkif.flags import run  # noqa: E402
 
 
-def main(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
-         output_path: str = "output", batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
-         precision: str = "auto", cache_dir: str = None, service_begin_id: int = -1, matrix: bool = False):
+def generate_bwt(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
+                 output_path: str = "output", batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
+                 precision: str = "auto", cache_dir: str = None, service_begin_id: int = -1, matrix: bool = False):
     """precision: auto = bf16 on a GPU (fp16 overflows T5), fp32 on CPU.
     service_begin_id: only task i (-1: all). matrix: the adapter after every task t on every task i <= t."""
     flags = {k: v for k, v in locals().items() if k != "matrix"}
-    exit_on_input_error(generate_t5, "matrix" if matrix else "bwt", **flags)
+    generate_t5("matrix" if matrix else "bwt", **flags)
+
+
+def main(argv=None):
+    run(generate_bwt, argv)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    main()

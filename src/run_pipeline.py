@@ -17,16 +17,15 @@ import inspect
 import os
 import sys
 
-import fire
-
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import finetune_KIF_llama  # noqa: E402
 import finetune_KIF_t5lora  # noqa: E402
 from rkif.adapters import adapter_exists  # noqa: E402
-from rkif.cli import evaluate, exit_on_input_error, generate_llama, generate_t5, matrix_title  # noqa: E402
+from rkif.cli import evaluate, generate_llama, generate_t5, matrix_title  # noqa: E402
 from rkif.continual import METHODS, adapter_dir  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
+from rkif.flags import run  # noqa: E402
 from rkif.metrics import plot_matrices, write_report  # noqa: E402
 from rkif.tasks import resolve_order  # noqa: E402
 
@@ -87,10 +86,13 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
     return summary
 
 
-@functools.wraps(run_order)
-def main(*args, **kwargs):
-    exit_on_input_error(run_order, *args, **kwargs)
+TRAINING_FLAGS = set(inspect.signature(finetune_KIF_t5lora.train).parameters) | set(
+    inspect.signature(finetune_KIF_llama.train).parameters)
+
+
+def main(argv=None):
+    run(run_order, argv, extra_flags=TRAINING_FLAGS)
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    main()

@@ -113,8 +113,8 @@ def test_test_scripts_score_existing_predictions(pipeline, tiny_t5, bench_dir):
 def test_eval_errors_exit_2(pipeline, tiny_t5, bench_dir, tmp_path, capsys):
     out, order, _ = pipeline
     with pytest.raises(SystemExit) as e:
-        eval_avgperf_main(base_model=tiny_t5, dataset_id=order, method_name="Replay", data_dir=bench_dir,
-                          output_path=out)
+        eval_avgperf_main([f"--base_model={tiny_t5}", f"--dataset_id={order}", "--method_name=Replay",
+                           f"--data_dir={bench_dir}", f"--output_path={out}"])
     assert e.value.code == 2 and "prediction file not found" in capsys.readouterr().err
     bad = tmp_path / "old_avgPerf"
     bad.mkdir()
@@ -124,21 +124,22 @@ def test_eval_errors_exit_2(pipeline, tiny_t5, bench_dir, tmp_path, capsys):
         keep = recs if i < 2 else recs[:5]
         (bad / f"{i}-{t}.txt").write_text("".join(f"{r['id']}|||{r['output']}|||['{r['output']}']\n" for r in keep))
     with pytest.raises(SystemExit) as e:
-        eval_avgperf_main(dataset_id=order, data_dir=bench_dir, pred_dir=str(bad))
+        eval_avgperf_main([f"--dataset_id={order}", f"--data_dir={bench_dir}", f"--pred_dir={bad}"])
     assert "2-food.txt: incomplete, 5 of 8" in capsys.readouterr().err
     (bad / "2-food.txt").unlink()
     with open(os.path.join(bench_dir, "test", "food_T5.json")) as f:
         recs = json.load(f)
     (bad / "2-food.txt").write_text("".join(f"{r['id']}|||{r['output']}|||['wrong']\n" for r in recs))
-    eval_avgperf_main(dataset_id=order, data_dir=bench_dir, pred_dir=str(bad))
+    eval_avgperf_main([f"--dataset_id={order}", f"--data_dir={bench_dir}", f"--pred_dir={bad}"])
     assert "OP: 0.6667" in capsys.readouterr().out
 
 
 def test_pipeline_rejects_unknown_flags_and_methods(tiny_t5, bench_dir, tmp_path, capsys):
-    for kwargs, message in (({"methods": "RKIF,EWC"}, "unknown method 'EWC'"),
-                            ({"num_epoch": 3}, "unknown flag(s) ['num_epoch']")):
+    for flag, message in (("--methods=RKIF,EWC", "unknown method 'EWC'"),
+                          ("--num_epoch=3", "unknown flag --num_epoch (did you mean --num_epochs?)"),
+                          ("--cutoff_len=64", "unknown flag(s) ['cutoff_len']: not a pipeline flag nor one of the t5")):
         with pytest.raises(SystemExit) as e:
-            pipeline_main(base_model=tiny_t5, dataset_id=os.path.join(bench_dir, "order.json"), data_dir=bench_dir,
-                          output_path=str(tmp_path / "o"), **kwargs)
+            pipeline_main([f"--base_model={tiny_t5}", f"--dataset_id={bench_dir}/order.json", f"--data_dir={bench_dir}",
+                           f"--output_path={tmp_path / 'o'}", flag])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")

@@ -55,7 +55,9 @@ def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=False, a
 def load_tokenizer(base_model, cache_dir=None):
     from transformers import LlamaTokenizer
 
-    tokenizer = LlamaTokenizer.from_pretrained(base_model, cache_dir=cache_dir)
+    from .flags import load_pretrained
+
+    tokenizer = load_pretrained(LlamaTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
     tokenizer.pad_token_id = PAD_ID
     tokenizer.padding_side = "left"
     return tokenizer
@@ -79,10 +81,12 @@ def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
+    from .flags import load_pretrained
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = generation_dtype(precision, device)
     tokenizer = load_tokenizer(base_model, cache_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_model, cache_dir=cache_dir, torch_dtype=dtype)
+    model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir, torch_dtype=dtype)
     model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     model.config.pad_token_id = PAD_ID
     # A prompt over the cutoff loses its beginning, not the "### Response:" the answer follows.

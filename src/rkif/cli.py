@@ -1,28 +1,22 @@
 """Shared bodies of the T5 generation and evaluation scripts (the scripts only parse flags)."""
 
 import os
-import sys
 
 from .continual import METHODS
 from .errors import InputError
+from .flags import check_base_model, exit_on_input_error  # noqa: F401 (exit_on_input_error: used by the scripts)
 from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, run_generation
 from .metrics import plot_matrices, write_report
 from .tasks import resolve_order, task_metrics
 
 
-def exit_on_input_error(fn, *args, **kwargs):
-    try:
-        return fn(*args, **kwargs)
-    except InputError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
-
-
-def _check(method_name, base_model):
+def _check(method_name, base_model, model_needed=True):
     if method_name not in METHODS:
         raise InputError(f"--method_name: unknown method {method_name!r}; expected one of {METHODS}")
-    if not base_model:
-        raise InputError("--base_model: required (the base model the adapters were trained on)")
+    if model_needed:
+        check_base_model(base_model)
+    elif not base_model:  # it only names the folders
+        raise InputError("--base_model: required (it names the run folders; or give --model_name or --pred_dir)")
 
 
 def generate(kind, *, make_predictor, base_model, dataset_id, method_name, data_dir, output_path, batch_size,
@@ -76,7 +70,7 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
     order_name, tasks = resolve_order(dataset_id)
     metrics = task_metrics(dataset_id)
     if pred_dir is None:
-        _check(method_name, base_model)
+        _check(method_name, base_model, model_needed=False)
         pred_dir = prediction_dir(output_path, base_model, method_name, order_name, kind)
     if kind == "avgPerf":
         rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir, metrics)

@@ -31,10 +31,12 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     from peft import PeftModel
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from .flags import load_pretrained
+
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = resolve_dtype(precision, device)
-    tokenizer = AutoTokenizer.from_pretrained(base_model, cache_dir=cache_dir)
-    model = AutoModelForSeq2SeqLM.from_pretrained(base_model, cache_dir=cache_dir)
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
+    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir)
     model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     return model.to(device=device, dtype=dtype).eval(), tokenizer, device
 

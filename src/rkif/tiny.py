@@ -12,7 +12,7 @@ import io
 import json
 import os
 
-import fire
+from .errors import InputError
 
 DEFAULT_CORPUS = [
     "What is the topic of the following paragraph? Choose one from the option.",
@@ -121,9 +121,11 @@ def main(out_dir, data_dir=None, arch="t5", vocab_size=384, d_model=64, d_ff=128
         build_tiny_llama(out_dir, llama_corpus(data_dir) if data_dir else None, vocab_size, d_model, d_ff,
                          num_layers, num_heads, seed=seed)
     else:
-        raise SystemExit(f"error: --arch must be t5 or llama, got {arch!r}")
+        raise InputError(f"--arch must be t5 or llama, got {arch!r}")
     print(f"tiny {arch} written to {out_dir}")
 
 
 if __name__ == "__main__":
-    fire.Fire(main)
+    from .flags import run
+
+    run(main)

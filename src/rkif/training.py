@@ -7,6 +7,7 @@ rest (batch arithmetic, Trainer settings of the released recipe, saving) is here
 import os
 
 from .errors import InputError
+from .flags import check_base_model, in_range, non_negative, positive
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
@@ -19,6 +20,43 @@ def gradient_accumulation(batch_size, micro_batch_size, world_size):
             f"x world size {world_size}"
         )
     return batch_size // micro_batch_size // world_size
+
+
+def check_training_flags(s):
+    """The flags both training scripts share, checked before any file is read or model loaded."""
+    check_base_model(s["base_model"])
+    for flag in ("lora_r", "batch_size", "micro_batch_size", "eval_steps", "logging_steps", "max_input_length",
+                 "max_target_length", "cutoff_len"):
+        if flag in s:
+            positive(flag, s[flag], integer=True)
+    positive("lora_alpha", s["lora_alpha"])
+    positive("learning_rate", s["learning_rate"])
+    in_range("lora_dropout", s["lora_dropout"], 0, 1, high_open=True)
+    non_negative("warmup_steps", s["warmup_steps"], integer=True)
+    non_negative("task_id", s["task_id"], integer=True)
+    non_negative("memory_data_ratio", s["memory_data_ratio"])
+    for flag in ("val_set_size", "seed"):
+        non_negative(flag, s[flag], integer=True)
+    if s["max_steps"] != -1:  # -1: train for num_epochs
+        non_negative("max_steps", s["max_steps"], integer=True)
+    non_negative("num_epochs", s["num_epochs"])
+    if not (s["max_steps"] > 0 or s["num_epochs"] > 0):
+        raise InputError(f"--num_epochs {s['num_epochs']} with --max_steps {s['max_steps']}: no training step "
+                         "would happen; give --num_epochs > 0 (or --max_steps > 0)")
+
+
+def check_resume(resume_from_checkpoint, output_dir):
+    """--resume_from_checkpoint: a checkpoint folder that exists, or the flag alone with one in output_dir."""
+    from transformers.trainer_utils import get_last_checkpoint
+
+    if resume_from_checkpoint in (None, False, ""):
+        return
+    if resume_from_checkpoint is True:
+        if not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
+            raise InputError(f"--resume_from_checkpoint: no checkpoint-N folder in {output_dir} to resume from")
+    elif not isinstance(resume_from_checkpoint, str) or not os.path.isdir(resume_from_checkpoint):
+        raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint!r} is not a checkpoint folder "
+                         "(give a checkpoint-N folder, or the flag alone for the task's latest)")
 
 
 def kif_config(settings):

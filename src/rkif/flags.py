@@ -1,0 +1,153 @@
+"""Command lines: every script's flags are checked before anything runs.
+
+fire only complains about an argument it could not use after the function has returned,
+so a misspelled flag used to train a whole task with the default value. ``run`` checks the
+command line against the function's signature first, the way fire will read it (``--name
+value``, ``--name=value``, ``--name`` alone for True, ``--noname`` for False, hyphens for
+underscores, ``-x`` for the one parameter starting with x, fire's own flags after ``--``).
+"""
+
+import difflib
+import functools
+import inspect
+import os
+import re
+import sys
+
+from .errors import InputError
+
+_NUMBER = re.compile(r"^-\d*\.?\d+(e[-+]?\d+)?$", re.IGNORECASE)
+
+
+def exit_on_input_error(fn, *args, **kwargs):
+    try:
+        return fn(*args, **kwargs)
+    except InputError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def _is_flag(token):
+    return token.startswith("-") and token != "-" and not _NUMBER.match(token)
+
+
+def check_argv(fn, argv, extra_flags=()):
+    """Raise InputError for a flag ``fn`` does not take (with the closest name) or a surplus positional."""
+    params = inspect.signature(fn).parameters
+    takes_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    takes_varargs = any(p.kind is p.VAR_POSITIONAL for p in params.values())
+    names = [n for n, p in params.items() if p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)]
+    known = set(names) | set(extra_flags)
+    argv = list(argv)
+    if "--" in argv:  # what follows is for fire itself (--help, --trace, ...)
+        argv = argv[: argv.index("--")]
+    named, positional, i = set(), [], 0
+    while i < len(argv):
+        token = argv[i]
+        i += 1
+        if not _is_flag(token):
+            positional.append(token)
+            continue
+        body = token.lstrip("-")
+        key, has_value = body.split("=", 1)[0].replace("-", "_"), "=" in body
+        if key in ("help", "h"):
+            continue
+        if not token.startswith("--") and len(key) == 1:
+            matches = [n for n in names if n.startswith(key)]
+            if len(matches) != 1:
+                raise InputError(f"unknown flag {token}: -{key} must name exactly one flag, it names {matches}")
+            key = matches[0]
+        if key not in known:
+            if key.startswith("no") and key[2:] in known:  # --noflag: False
+                named.add(key[2:])
+                continue
+            if extra_flags or not takes_kwargs:
+                close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+                hint = f" (did you mean --{close[0]}?)" if close else f"; the flags are: --{', --'.join(names)}"
+                raise InputError(f"unknown flag --{key}{hint}")
+        named.add(key)
+        if not has_value and i < len(argv) and not _is_flag(argv[i]):
+            i += 1  # the flag's value
+    # A bare word may fill only a parameter without a default (e.g. RAW_DIR): `--lora_target_modules q v`
+    # would otherwise hand "v" to the first free setting and run with it.
+    required = [n for n in names if n not in named and params[n].default is inspect.Parameter.empty
+                and params[n].kind is not inspect.Parameter.KEYWORD_ONLY]
+    if len(positional) > len(required) and not takes_varargs:
+        raise InputError(f"unexpected argument {positional[len(required)]!r}: settings are given as --flag value "
+                         "(see --help)")
+
+
+def run(fn, argv=None, *, name=None, extra_flags=()):
+    """fire.Fire(fn) after check_argv; an InputError anywhere prints `error: ...` and exits 2.
+
+    extra_flags: names accepted besides fn's own, for a fn whose **kwargs are checked later.
+    """
+    import fire
+
+    argv = sys.argv[1:] if argv is None else list(argv)
+    exit_on_input_error(check_argv, fn, argv, extra_flags)
+    return fire.Fire(functools.wraps(fn)(lambda *a, **kw: exit_on_input_error(fn, *a, **kw)), command=argv,
+                     name=name or os.path.basename(sys.argv[0]))
+
+
+# Value checks shared by the scripts: each names the flag and what it expects.
+
+def _number(flag, value, integer):
+    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if not ok or isinstance(value, bool):
+        raise InputError(f"--{flag}: expected {'an integer' if integer else 'a number'}, got {value!r}")
+
+
+def positive(flag, value, integer=False):
+    _number(flag, value, integer)
+    if not value > 0:
+        raise InputError(f"--{flag}: must be > 0, got {value}")
+
+
+def non_negative(flag, value, integer=False):
+    _number(flag, value, integer)
+    if value < 0:
+        raise InputError(f"--{flag}: must be >= 0, got {value}")
+
+
+def in_range(flag, value, low, high, high_open=False):
+    _number(flag, value, False)
+    if not (low <= value < high if high_open else low <= value <= high):
+        raise InputError(f"--{flag}: must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
+
+
+def one_of(flag, value, choices):
+    if value not in choices:
+        raise InputError(f"--{flag}: expected one of {tuple(choices)}, got {value!r}")
+
+
+def _looks_like_path(text):
+    first = text.replace("\\", "/").split("/")[0]
+    return (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
+            or (first != text and os.path.isdir(first)))
+
+
+def check_base_model(base_model, flag="base_model"):
+    """A local model folder with a config.json, or a hub id where downloads are possible."""
+    if not base_model:
+        raise InputError(f"--{flag}: required (a model folder saved with save_pretrained, e.g. /models/t5-large)")
+    if os.path.isdir(base_model):
+        if not os.path.isfile(os.path.join(base_model, "config.json")):
+            raise InputError(f"--{flag}: folder {base_model} holds no config.json; expected a model folder "
+                             "saved with save_pretrained")
+        return
+    if _looks_like_path(base_model):
+        raise InputError(f"--{flag}: folder {base_model} does not exist")
+    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v, "0") not in ("", "0")]
+    if offline:
+        raise InputError(f"--{flag}: {base_model} is not a local folder, and as a hub id it cannot be downloaded "
+                         f"({offline[0]} is set); give a model folder")
+
+
+def load_pretrained(load, base_model, flag="base_model", **kwargs):
+    """``load(base_model, **kwargs)`` (a from_pretrained); a model that cannot be loaded is an InputError."""
+    try:
+        return load(base_model, **kwargs)
+    except (OSError, ValueError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+        raise InputError(f"--{flag}: could not load {base_model}: {first}") from None
