@@ -44,6 +44,7 @@ def train(
     # training
     batch_size: int = 64,
     micro_batch_size: int = 16,
+    eval_batch_size: int = 8,  # per device, the Trainer's default as released
     num_epochs: int = 10,
     learning_rate: float = 3e-4,
     warmup_steps: int = 50,
@@ -109,7 +110,10 @@ def train(
     transformers.set_seed(seed)
     tokenizer = load_tokenizer(base_model, cache_dir)
     fp16, bf16 = training_precision(precision)
-    load_kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32}
+    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
+    # of the torch RNG after set_seed, as with the released device_map loading.
+    load_kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
+                   "low_cpu_mem_usage": True}
     if load_8bit:
         load_kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
                        "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
@@ -139,7 +143,8 @@ def train(
         micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
         warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
-        resume_from_checkpoint=resume_from_checkpoint, started=started, precision=precision,
+        resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
+        precision=precision,
         group_by_length=group_by_length)
 
 

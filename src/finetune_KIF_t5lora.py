@@ -40,6 +40,7 @@ def train(
     # training
     batch_size: int = 8,
     micro_batch_size: int = 2,
+    eval_batch_size: int = 8,  # per device, the Trainer's default as released
     num_epochs: int = 10,
     learning_rate: float = 3e-4,
     warmup_steps: int = 50,
@@ -85,7 +86,10 @@ def train(
 
     transformers.set_seed(seed)
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
-    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir)
+    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
+    # of the torch RNG after set_seed, as with the released device_map="auto" loading.
+    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
+                            low_cpu_mem_usage=True)
     if plan.previous_adapter:
         model = PeftModel.from_pretrained(model, plan.previous_adapter, is_trainable=True)
     else:
@@ -102,7 +106,8 @@ def train(
         micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
         warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
-        resume_from_checkpoint=resume_from_checkpoint, started=started, precision="fp32")
+        resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
+        precision="fp32")
 
 
 def main(argv=None):

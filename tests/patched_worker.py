@@ -1,11 +1,14 @@
-"""Run by tests/test_patches.py: two tasks on a tiny T5, through either API, adapters saved to OUT.
+"""Run by tests/test_patches.py: two tasks of a tiny T5 driven as the released finetune_KIF_t5lora.py
+drives the patched transformers.Trainer (its calls, in its order), adapters saved to OUT/{t}-{task}.
 
-    python tests/patched_worker.py keyword|subclass OUT MODEL DATA
+    python tests/patched_worker.py OUT MODEL DATA ORDER_JSON
 
-keyword: transformers.Trainer with the released keywords (needs the patched transformers first on
-PYTHONPATH); subclass: rkif.trainer.RecurrentKIFTrainer on the stock install.
+Needs the patched transformers first on PYTHONPATH. Nothing here is copied from the released
+code: it restates the sequence of calls that matters (seed, datasets, model loading, shuffles,
+the Trainer's keywords) with the settings of tests/test_patches.py.
 """
 
+import json
 import os
 import sys
 
@@ -13,45 +16,72 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 import transformers  # noqa: E402
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model  # noqa: E402
+from datasets import Dataset, load_dataset  # noqa: E402
+from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq  # noqa: E402
 
-from rkif.data import load_records, task_file  # noqa: E402
-from rkif.importance import ImportanceTracker  # noqa: E402
-from rkif.memory import build_memory_buffer  # noqa: E402
-from rkif.seq2seq import tokenize_seq2seq  # noqa: E402
+from rkif.memory import build_memory_buffer  # noqa: E402 (equal to the released sampler: test_memory.py)
 
-mode, out, model_dir, data = sys.argv[1:5]
-tok = AutoTokenizer.from_pretrained(model_dir)
-tasks = ["weather", "sport"]
-train_sets = [load_records(task_file(data, "train", t)) for t in tasks]
+transformers.set_seed(42)  # the released script seeds at import, before anything else
+out, model_dir, data, order = sys.argv[1:5]
+tasks = json.load(open(order))
+cache = os.path.join(out, "datasets_cache")
+
+
+class RankAllocatorLike:
+    """Shaped like the released utils.lora_importance_bilevel.RankAllocator: the keyword arguments the
+    released script passes, stored under the same attribute names."""
+
+    def __init__(self, model, init_warmup, beta1, beta2, quantile, rank, taylor):
+        self.model, self.initial_warmup, self.rank, self.taylor = model, init_warmup, rank, taylor
+        self.beta1, self.beta2, self.quantile = beta1, beta2, quantile
+
+
+def train_file(task):
+    return os.path.join(data, "train", f"{task}_T5.json")
+
+
 for t, task in enumerate(tasks):
-    transformers.set_seed(42)
-    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir)
+    current = load_dataset("json", data_files=train_file(task), cache_dir=cache)["train"]
+    memory = None
+    if t > 0:
+        earlier = [json.load(open(train_file(x))) for x in tasks[:t]]
+        memory = Dataset.from_list(build_memory_buffer(earlier, 25, seed=42))
+    model = AutoModelForSeq2SeqLM.from_pretrained(model_dir, device_map="auto")
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+
+    def preprocess(examples):
+        inputs = tokenizer(examples["input"], max_length=1024, truncation=True)
+        with tokenizer.as_target_tokenizer():
+            labels = tokenizer(examples["output"], max_length=128, truncation=True)
+        inputs["labels"] = labels["input_ids"]
+        return inputs
+
     if t == 0:
-        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, lora_dropout=0.05, target_modules=["q", "v"],
-                                                 task_type=TaskType.SEQ_2_SEQ_LM))
+        model = get_peft_model(model, LoraConfig(r=8, lora_alpha=32, target_modules=["q", "v"], lora_dropout=0.05,
+                                                 bias="none", task_type="SEQ_2_SEQ_LM"))
     else:
         model = PeftModel.from_pretrained(model, os.path.join(out, f"{t - 1}-{tasks[t - 1]}"), is_trainable=True)
-    features = tokenize_seq2seq(train_sets[t], tok, 128, 16)
-    memory = tokenize_seq2seq(build_memory_buffer(train_sets[:t], 25), tok, 128, 16)
-    common = dict(output_dir=os.path.join(out, "trainer"), per_device_train_batch_size=2, gradient_accumulation_steps=2,
-                  num_train_epochs=2, learning_rate=1e-3, warmup_steps=1, save_strategy="no", report_to="none",
-                  seed=42, disable_tqdm=True, dataloader_pin_memory=False)
-    collator = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True)
-    if mode == "keyword":
-        args = transformers.TrainingArguments(**common, inner_iterations=2, train_batch_size_outer=4)
-        kif = dict(train_dataset_memory=memory, ipt_score=ImportanceTracker(0.85, 0.85), outer_lr=1e-3,
-                   empty_inner_score_flag=1, empty_outer_score_flag=0, outer_iterations=2) if t > 0 else {}
-        trainer = transformers.Trainer(model=model, args=args, train_dataset=features, data_collator=collator, **kif)
-    else:
-        from rkif.trainer import KIFConfig, RecurrentKIFTrainer
-
-        trainer = RecurrentKIFTrainer(
-            model=model, args=transformers.TrainingArguments(**common), train_dataset=features, data_collator=collator,
-            kif_config=KIFConfig(inner_iterations=2, outer_iterations=2, train_batch_size_outer=4),
-            memory_dataset=memory if t > 0 else None)
+    train_data = current.shuffle().map(preprocess, remove_columns=["input", "output"], batched=True)
+    memory_data = None
+    if memory is not None:
+        memory_data = memory.shuffle().map(preprocess, remove_columns=["input", "output"], batched=True)
+    allocator = RankAllocatorLike(model, init_warmup=50, beta1=0.85, beta2=0.85, quantile=0.8, rank=8,
+                                  taylor="param_first")
+    output_dir = os.path.join(out, f"{t}-{task}")
+    trainer = transformers.Trainer(
+        model=model, train_dataset=train_data, train_dataset_memory=memory_data, eval_dataset=None,
+        ipt_score=allocator, outer_lr=1e-3, empty_inner_score_flag=1, empty_outer_score_flag=0, outer_iterations=2,
+        args=transformers.TrainingArguments(
+            per_device_train_batch_size=2, gradient_accumulation_steps=2, train_batch_size_outer=4,
+            inner_iterations=2, warmup_steps=1, num_train_epochs=2, learning_rate=1e-3, fp16=False,
+            logging_steps=10, optim="adamw_torch", evaluation_strategy="no", save_strategy="steps",
+            eval_steps=None, save_steps=40, output_dir=output_dir, save_total_limit=2,
+            load_best_model_at_end=False, group_by_length=False, report_to="none"),
+        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+    )
+    model.config.use_cache = False
     trainer.train()
-    assert (len(trainer.kif_history) > 0) == (t > 0), trainer.kif_history
-    model.save_pretrained(os.path.join(out, f"{t}-{task}"))
-print(f"{mode}: {type(trainer).__module__}.{type(trainer).__qualname__}")
+    print(f"task {t}: {len(trainer.kif_history)} fusions, {trainer.state.global_step} steps")
+    model.save_pretrained(output_dir)
+print(f"trainer: {type(trainer).__module__}.{type(trainer).__qualname__}")

@@ -1,6 +1,7 @@
 """patches/rkif_patch.py on a temporary copy of the installed transformers (never the real one)."""
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ def copy(tmp_path_factory):
     return root
 
 
-def test_apply_twice_run_both_apis_and_revert(copy, tiny_t5, bench_dir, tmp_path):
+def test_apply_twice_run_the_released_calls_and_revert(copy, tiny_t5, bench_dir, tmp_path):
     tf = str(copy / "transformers")
     before = {f: sha(os.path.join(tf, f)) for f in FILES}
     first = patch("apply", "--transformers_dir", tf)
@@ -44,27 +45,40 @@ def test_apply_twice_run_both_apis_and_revert(copy, tiny_t5, bench_dir, tmp_path
     assert {f: sha(os.path.join(tf, f)) for f in FILES} == patched
     assert "+    inner_iterations: int = field(" in patch("diff", "--transformers_dir", tf).stdout
 
-    worker = os.path.join(ROOT, "tests", "patched_worker.py")
-    runs = {}
-    for mode, pythonpath in (("keyword", str(copy)), ("subclass", "")):
-        out = str(tmp_path / mode)
-        env = {**os.environ, "PYTHONPATH": pythonpath, "CUDA_VISIBLE_DEVICES": ""}
-        p = subprocess.run([sys.executable, worker, mode, out, tiny_t5, bench_dir], env=env, capture_output=True,
-                           text=True, timeout=600)
-        assert p.returncode == 0, p.stderr[-3000:]
-        expected = "transformers.trainer.Trainer" if mode == "keyword" else "rkif.trainer.RecurrentKIFTrainer"
-        assert f"{mode}: {expected}" in p.stdout
-        runs[mode] = out
+    # The released script's calls on the patched Trainer, and our CLI (the subclass route), same settings
+    order = str(tmp_path / "two.json")
+    with open(order, "w") as f:
+        json.dump(["weather", "sport"], f)
+    env = {**os.environ, "PYTHONPATH": str(copy), "CUDA_VISIBLE_DEVICES": ""}
+    released = str(tmp_path / "released")
+    p = subprocess.run([sys.executable, os.path.join(ROOT, "tests", "patched_worker.py"), released, tiny_t5,
+                        bench_dir, order], env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    assert "trainer: transformers.trainer.Trainer" in p.stdout
+    assert "importance from ipt_score (RankAllocatorLike): beta1=0.85, beta2=0.85, quantile=0.8" in p.stdout
+    assert "task 0: 0 fusions, 12 steps" in p.stdout and "task 1: 6 fusions, 12 steps" in p.stdout
+    ours = str(tmp_path / "ours")
+    for t in (0, 1):
+        q = subprocess.run([sys.executable, os.path.join(ROOT, "src", "finetune_KIF_t5lora.py"),
+                            f"--base_model={tiny_t5}", f"--data_dir={bench_dir}", f"--dataset_id={order}",
+                            f"--task_id={t}", f"--output_path={ours}", "--num_epochs=2", "--batch_size=4",
+                            "--micro_batch_size=2", "--learning_rate=1e-3", "--warmup_steps=1",
+                            "--inner_iterations=2", "--outer_iterations=2", "--train_batch_size_outer=4",
+                            "--memory_data_ratio=25", "--val_set_size=0"],
+                           env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, capture_output=True, text=True,
+                           timeout=600)
+        assert q.returncode == 0, q.stderr[-3000:]
+    run = os.path.join(ours, f"{os.path.basename(tiny_t5)}lora_RKIF_dataset_id_two")
+    assert json.load(open(os.path.join(run, "1-sport", "run_info.json")))["kif"]["fusions"] == 6
     for task in ("0-weather", "1-sport"):
-        a = torch.load(os.path.join(runs["keyword"], task, "adapter_model.bin"))
-        b = torch.load(os.path.join(runs["subclass"], task, "adapter_model.bin"))
+        a = torch.load(os.path.join(released, task, "adapter_model.bin"))
+        b = torch.load(os.path.join(run, task, "adapter_model.bin"))
         assert a.keys() == b.keys() and len(a) == 24
         for k in a:
-            assert torch.allclose(a[k], b[k], atol=1e-6, rtol=0), (task, k)
-    # the second task really moved the weights
-    a0 = torch.load(os.path.join(runs["keyword"], "0-weather", "adapter_model.bin"))
-    a1 = torch.load(os.path.join(runs["keyword"], "1-sport", "adapter_model.bin"))
-    assert any(not torch.equal(a0[k], a1[k]) for k in a0)
+            assert torch.equal(a[k], b[k]), (task, k, (a[k] - b[k]).abs().max())
+    a0 = torch.load(os.path.join(released, "0-weather", "adapter_model.bin"))
+    a1 = torch.load(os.path.join(released, "1-sport", "adapter_model.bin"))
+    assert any(not torch.equal(a0[k], a1[k]) for k in a0)  # the second task really moved the weights
 
     reverted = patch("revert", "--transformers_dir", tf)
     assert reverted.returncode == 0, reverted.stderr
@@ -98,3 +112,22 @@ def test_other_version_or_edited_files_are_refused(copy, tmp_path):
     p = patch("apply", "--transformers_dir", str(other))
     assert p.returncode != 0 and "differ from transformers 4.28.1" in p.stderr
     assert sha(other / "trainer.py") == before and not (other / "trainer.py.rkif-orig").exists()
+
+
+def test_ipt_score_needs_the_ema_coefficients():
+    from rkif.importance import ImportanceTracker
+    from rkif.legacy import importance_settings
+
+    class Allocator:
+        beta1, beta2, quantile = 0.8, 0.7, 0.6
+
+    class Partial:
+        beta1 = 0.8
+
+    assert importance_settings(Allocator()) == (0.8, 0.7, 0.6)
+    assert importance_settings(ImportanceTracker(0.5, 0.6), quantile=0.9) == (0.5, 0.6, 0.9)
+    assert importance_settings(None) == (0.85, 0.85, 0.8)
+    with pytest.raises(TypeError, match="ipt_score \\(Partial\\) has no beta2: pass the released RankAllocator"):
+        importance_settings(Partial())
+    with pytest.raises(TypeError, match="has no beta1 and no beta2"):
+        importance_settings(object())

@@ -65,17 +65,25 @@ def matrix_title(name, summary):
 
 
 def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, pred_dir=None,
-             avgperf_dir=None, quiet=False):
-    """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them."""
+             avgperf_dir=None, model_name=None, quiet=False):
+    """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them.
+
+    Folders: pred_dir (and avgperf_dir for bwt) as given, else named from model_name (the released
+    eval scripts' --model_name, e.g. t5-largelora) or from base_model, under output_path.
+    """
     order_name, tasks = resolve_order(dataset_id)
     metrics = task_metrics(dataset_id)
-    if pred_dir is None:
-        _check(method_name, base_model, model_needed=False)
-        pred_dir = prediction_dir(output_path, base_model, method_name, order_name, kind)
+
+    def folder(k):
+        if not model_name:
+            _check(method_name, base_model, model_needed=False)
+        return prediction_dir(output_path, base_model, method_name, order_name, k, model_name)
+
+    pred_dir = pred_dir or folder(kind)
     if kind == "avgPerf":
         rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir, metrics)
     elif kind == "bwt":
-        avgperf_dir = avgperf_dir or prediction_dir(output_path, base_model, method_name, order_name, "avgPerf")
+        avgperf_dir = avgperf_dir or folder("avgPerf")
         rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir, metrics)
     else:
         R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir, metrics)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from .adapters import adapter_exists
 from .data import check_task_records, load_records, task_file
 from .errors import InputError
-from .memory import build_memory_buffer, validation_subset
+from .memory import build_memory_buffer, validation_set
 from .tasks import check_task_id, resolve_order, task_metrics
 
 METHODS = ("RKIF", "SeqLoRA", "Replay")
@@ -86,8 +86,7 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
                 "(n_i = floor(|train_i| * ratio / 100) is 0 for every earlier task); raise the ratio"
             )
     if val_set_size > 0:
-        for t in tasks[: task_id + 1]:
-            plan.validation += validation_subset(read("dev", t), VAL_PER_TASK, seed)
+        plan.validation = validation_set([read("dev", t) for t in tasks[: task_id + 1]], VAL_PER_TASK, seed)
     return plan
 
 

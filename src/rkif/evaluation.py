@@ -2,33 +2,43 @@
 
 Kinds of prediction folder, beside the run folder `{model}lora_{method}_dataset_id_{id}`:
 - avgPerf: the final adapter on every task's test split          -> `_avgPerf/{i}-{task}.jsonl`
+  (folders written by the released generators, `{i}-{task}_result.txt`, are read as they are)
 - bwt:     the adapter saved after task i on task i's test split   -> `_bwt/{i}-{task}.jsonl`
 - matrix:  the adapter after task t on every task i <= t           -> `_matrix/after_{t}/{i}-{task}.jsonl`
 Backbones supply only `make_predictor(adapter_dir) -> predict(records) -> [str]`.
 """
 
 import os
+import sys
 
 from .adapters import adapter_exists
 from .continual import adapter_dir, run_dir
 from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .generation import write_predictions
-from .metrics import backward_transfer, check_complete, matrix_metrics, overall_performance, read_predictions, score
+from .metrics import (RELEASED, backward_transfer, check_complete, check_released_order, matrix_metrics,
+                      missed_by_released_rule, overall_performance, read_predictions, score)
 
 KINDS = ("avgPerf", "bwt", "matrix")
 
 
-def prediction_dir(output_path, base_model, method, order_name, kind):
+def prediction_dir(output_path, base_model, method, order_name, kind, model_name=None):
+    """{output_path}/{model_name}_{method}_dataset_id_{id}_{kind}; model_name defaults to the base
+    model's folder name + "lora", the released scripts' naming (their --model_name is that whole prefix)."""
+    if model_name:
+        return os.path.join(output_path, f"{model_name}_{method}_dataset_id_{order_name}_{kind}")
     return run_dir(output_path, base_model, method, order_name) + f"_{kind}"
 
 
+# Names a prediction file may have, in order of preference: ours, the released generators', older runs'.
+PREDICTION_NAMES = ("{i}-{task}.jsonl", "{i}-{task}_result.txt", "{i}-{task}.txt")
+
+
 def prediction_file(pred_dir, kind, t, i, task):
-    """The .jsonl path; a released-format .txt of the same name is read when no .jsonl exists."""
+    """The first of PREDICTION_NAMES that exists, else the .jsonl path (what generation writes)."""
     folder = os.path.join(pred_dir, f"after_{t}") if kind == "matrix" else pred_dir
-    path = os.path.join(folder, f"{i}-{task}.jsonl")
-    legacy = path[: -len(".jsonl")] + ".txt"
-    return legacy if not os.path.isfile(path) and os.path.isfile(legacy) else path
+    paths = [os.path.join(folder, name.format(i=i, task=task)) for name in PREDICTION_NAMES]
+    return next((p for p in paths if os.path.isfile(p)), paths[0])
 
 
 def generation_jobs(kind, num_tasks, only=None):
@@ -85,8 +95,20 @@ def task_accuracy(pred_dir, kind, t, i, tasks, data_dir, metrics=None):
     task's metric (accuracy unless ``metrics`` says rougeL)."""
     metric = (metrics or {}).get(tasks[i], "accuracy")
     path = prediction_file(pred_dir, kind, t, i, tasks[i])
+    if not os.path.isfile(path):
+        names = " or ".join(n.format(i=i, task=tasks[i]) for n in PREDICTION_NAMES)
+        raise InputError(f"{path}: prediction file not found (looked for {names}); run the generation step first")
     rows = read_predictions(path)
-    check_complete(rows, scoring_records(data_dir, tasks[i], metric), path)
+    split = scoring_records(data_dir, tasks[i], metric)
+    check_complete(rows, split, path)
+    if any(r.get("format") == RELEASED for r in rows):
+        check_released_order(rows, split, path)
+    gold = {r["id"]: r["output"] for r in split}  # scored against the test split, as released
+    rows = [{**r, "gold": gold[r["id"]]} for r in rows]
+    missed = missed_by_released_rule(rows) if metric == "accuracy" else 0
+    if missed:
+        print(f"warning: {path}: {missed} predictions match the gold only after stripping whitespace; the released "
+              "rule, used for this released-format file, counts them wrong", file=sys.stderr)
     return score(rows, metric), len(rows)
 
 

@@ -8,7 +8,8 @@ KeywordAPIMixin turns those keywords into a KIFConfig and a memory dataset; the 
 rkif.loop.RecurrentKIFMixin, exactly as in rkif.trainer.RecurrentKIFTrainer.
 """
 
-from .importance import ImportanceTracker
+import os
+
 from .loop import KIFConfig, RecurrentKIFMixin
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
@@ -21,19 +22,38 @@ def memory_features(train_dataset_memory):
     return [{k: row[k] for k in MODEL_INPUTS if k in row} for row in train_dataset_memory]
 
 
+def importance_settings(ipt_score, quantile=0.8):
+    """(beta1, beta2, quantile) from what the released scripts pass as ``ipt_score``.
+
+    That is their own importance object (utils.lora_importance_bilevel.RankAllocator), which
+    carries ``beta1``, ``beta2`` and ``quantile``; any object with those attributes will do (an
+    rkif ImportanceTracker has the betas). ``quantile`` is used where the object has none.
+    """
+    if ipt_score is None:
+        return 0.85, 0.85, quantile
+    missing = [a for a in ("beta1", "beta2") if not hasattr(ipt_score, a)]
+    if missing:
+        raise TypeError(f"ipt_score ({type(ipt_score).__name__}) has no {' and no '.join(missing)}: pass the "
+                        "released RankAllocator, or any object with the EMA coefficients beta1 and beta2 "
+                        "(and optionally quantile)")
+    return float(ipt_score.beta1), float(ipt_score.beta2), float(getattr(ipt_score, "quantile", quantile))
+
+
 class KeywordAPIMixin(RecurrentKIFMixin):
     def __init__(self, *args, train_dataset_memory=None, ipt_score=None, outer_lr=1e-3, empty_inner_score_flag=1,
                  empty_outer_score_flag=0, outer_iterations=4, quantile=0.8, outer_optimizer="shared", **kwargs):
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
-        if ipt_score is not None and not isinstance(ipt_score, ImportanceTracker):
-            raise TypeError(f"ipt_score must be an rkif.importance.ImportanceTracker, got {type(ipt_score).__name__}")
-        tracker = ipt_score or ImportanceTracker()
+        beta1, beta2, quantile = importance_settings(ipt_score, quantile)
         config = KIFConfig(
             inner_iterations=getattr(training_args, "inner_iterations", 8),
             outer_iterations=outer_iterations,
             train_batch_size_outer=getattr(training_args, "train_batch_size_outer", 8),
-            quantile=quantile, beta1=tracker.beta1, beta2=tracker.beta2,
+            quantile=quantile, beta1=beta1, beta2=beta2,
             empty_inner_score_flag=bool(empty_inner_score_flag), empty_outer_score_flag=bool(empty_outer_score_flag),
             outer_optimizer=outer_optimizer, outer_lr=outer_lr)
-        super().__init__(*args, kif_config=config, memory_dataset=memory_features(train_dataset_memory), **kwargs)
-        self.inner_tracker = tracker  # the caller's object is the inner tracker, as in the released code
+        memory = memory_features(train_dataset_memory)
+        if memory and ipt_score is not None and int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            # The loop keeps its own inner and outer trackers; from the caller's object it takes these.
+            print(f"Recurrent-KIF: importance from ipt_score ({type(ipt_score).__name__}): beta1={beta1}, "
+                  f"beta2={beta2}, quantile={quantile}")
+        super().__init__(*args, kif_config=config, memory_dataset=memory, **kwargs)

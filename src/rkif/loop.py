@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 from .adapters import load_adapter_weights, lora_parameters
 from .fusion import fuse, global_mask
 from .importance import ImportanceTracker
+from .sampling import memory_batch_indices
 
 OUTER_OPTIMIZERS = ("shared", "separate")
 KIF_STATE = "kif_state_{}.pt"  # one per rank: the memory sampler differs between ranks
@@ -98,8 +99,12 @@ class RecurrentKIFMixin:
         self._pending_outer_losses = []
         self._step_hook = None
         self._resumed_from = None
-        # Each rank draws its own memory batches, reproducibly.
-        self.memory_rng = random.Random(self.args.seed + self.args.process_index)
+        # One process draws memory batches from the global torch RNG, as released (sampling.py).
+        # Under DDP every rank's global RNG is seeded alike, so the released draw would hand all
+        # ranks the same batch; each rank draws its own from a generator seeded seed + rank instead.
+        self.memory_generator = None
+        if self.args.world_size > 1:
+            self.memory_generator = torch.Generator().manual_seed(self.args.seed + self.args.process_index)
         if self.kif_enabled:
             self.add_callback(_RecurrentKIFCallback(self))
 
@@ -144,7 +149,7 @@ class RecurrentKIFMixin:
             "anchor": self.anchor,
             "inner_tracker": self.inner_tracker.state_dict(),
             "outer_tracker": self.outer_tracker.state_dict(),
-            "memory_rng": self.memory_rng.getstate(),
+            "memory_generator": None if self.memory_generator is None else self.memory_generator.get_state(),
             "kif_history": self.kif_history,
             "global_step": self.state.global_step,
         }
@@ -170,7 +175,8 @@ class RecurrentKIFMixin:
             st = state[key]
             tracker.load_state_dict({**st, "sensitivity": {n: t.to(device) for n, t in st["sensitivity"].items()},
                                      "uncertainty": {n: t.to(device) for n, t in st["uncertainty"].items()}})
-        self.memory_rng.setstate(state["memory_rng"])
+        if self.memory_generator is not None:  # otherwise the Trainer restores the global RNG itself
+            self.memory_generator.set_state(state["memory_generator"])
         self.kif_history = list(state["kif_history"])
         if self.outer_optimizer is not None:
             self.outer_optimizer.load_state_dict(state["outer_optimizer"])
@@ -186,8 +192,8 @@ class RecurrentKIFMixin:
     # --- outer loop and fusion ---------------------------------------------------------
 
     def draw_memory_batch(self):
-        n = min(self.kif.train_batch_size_outer, len(self.memory_dataset))
-        indices = self.memory_rng.sample(range(len(self.memory_dataset)), n)
+        indices = memory_batch_indices(len(self.memory_dataset), self.kif.train_batch_size_outer,
+                                       self.memory_generator)
         return indices, self.data_collator([self.memory_dataset[i] for i in indices])
 
     def outer_step(self, batch):

@@ -1,6 +1,8 @@
-"""Replay memory (design doc section 3) and the per-task validation set."""
+"""Replay memory (design doc section 3) and the validation set, drawn as the released scripts draw them."""
 
 import random
+
+from .sampling import seeded_permutation
 
 
 def memory_size(num_train, ratio):
@@ -9,35 +11,34 @@ def memory_size(num_train, ratio):
 
 
 def sample_task_memory(records, n, rng, uniform=False):
-    """Class-balanced sample of at most ``n`` records, drawn with ``rng`` (a random.Random).
+    """Class-balanced sample of ``records`` with ``rng`` (a random.Random), as released.
 
-    Per distinct output: min(max(1, n // n_classes), count) at random; then a random top-up
-    from the rest up to n. Uniform instead for free-text tasks (``uniform``), and whenever there
-    are more classes than n, where one per class would overshoot n.
+    Classes in order of first occurrence; per class min(max(1, n // n_classes), count) at random;
+    then a random top-up from the rest (in index order) up to n. One example per class is taken
+    even when there are more classes than n (n = 0 included), so such a task contributes
+    n_classes > n examples, as in the released code. ``uniform`` (free-text tasks): n at random.
     """
-    if n <= 0:
-        return []
+    if uniform:
+        return [records[i] for i in rng.sample(range(len(records)), min(n, len(records)))]
     by_output = {}
     for i, r in enumerate(records):
         by_output.setdefault(r["output"], []).append(i)
-    if uniform or len(by_output) > n:
-        picked = rng.sample(range(len(records)), n)
-    else:
-        per_class = max(1, n // len(by_output))
-        picked = []
-        for output in sorted(by_output):
-            idx = by_output[output]
-            picked += rng.sample(idx, min(per_class, len(idx)))
-        if len(picked) < n:
-            chosen = set(picked)
-            rest = [i for i in range(len(records)) if i not in chosen]
-            picked += rng.sample(rest, min(n - len(picked), len(rest)))
+    per_class = max(1, n // len(by_output))
+    picked = []
+    for idx in by_output.values():
+        picked += rng.sample(idx, min(per_class, len(idx)))
+    if len(picked) < n:
+        chosen = set(picked)
+        rest = [i for i in range(len(records)) if i not in chosen]
+        picked += rng.sample(rest, min(n - len(picked), len(rest)))
     return [records[i] for i in picked]
 
 
 def build_memory_buffer(train_sets, ratio, seed=42, free_text=None):
     """Concatenated memories of the earlier tasks; one RNG seeded once before the loop over tasks.
-    free_text: per task, True to sample it uniformly (tasks scored by ROUGE-L)."""
+    free_text: per task, True to sample it uniformly (tasks scored by ROUGE-L). Ratio 0: no memory."""
+    if ratio <= 0:
+        return []
     rng = random.Random(seed)
     buffer = []
     for i, records in enumerate(train_sets):
@@ -47,7 +48,11 @@ def build_memory_buffer(train_sets, ratio, seed=42, free_text=None):
 
 
 def validation_subset(records, per_task=25, seed=42):
-    """The first min(per_task, n) records after a seeded shuffle."""
-    order = list(range(len(records)))
-    random.Random(seed).shuffle(order)
-    return [records[i] for i in order[:per_task]]
+    """The first min(per_task, n) records after ``Dataset.shuffle(seed=seed)``."""
+    return [records[i] for i in seeded_permutation(len(records), seed)[:per_task]]
+
+
+def validation_set(dev_sets, per_task=25, seed=42):
+    """Every task's validation_subset, concatenated, then shuffled again with the same seed."""
+    joined = [r for records in dev_sets for r in validation_subset(records, per_task, seed)]
+    return [joined[i] for i in seeded_permutation(len(joined), seed)]

@@ -1,7 +1,9 @@
 """Accuracy, OP, BWT and forgetting (design doc section 5), and reading prediction files.
 
 Prediction files are read as data, never executed: JSON lines {"id", "gold", "pred"}, or the
-released `id|||gold|||['pred']` lines, whose last field is parsed with ast.literal_eval.
+released `id|||gold|||['pred']` lines, whose last field is parsed with ast.literal_eval. Released
+lines are scored with the released rule (see ``is_correct``), so that OP and BWT of a released
+folder are what the released eval scripts print.
 """
 
 import ast
@@ -12,6 +14,7 @@ import os
 from .errors import InputError
 
 SEP = "|||"
+RELEASED = "released"  # the "format" of a row read from a released id|||gold|||['pred'] line
 
 
 def normalize(text):
@@ -41,16 +44,17 @@ def _parse_line(line, path, n):
             raise InputError(f"{path}:{n}: a prediction line needs string fields id, gold and pred")
         return row
     parts = line.split(SEP)
-    if len(parts) != 3:
+    if len(parts) < 3:
         raise InputError(f"{path}:{n}: expected a JSON line or 'id|||gold|||[pred]', got {line[:80]!r}")
-    ident, gold, pred = parts
+    # as the released eval: the id is the first field, the prediction the last
+    ident, gold, pred = parts[0], SEP.join(parts[1:-1]), parts[-1]
     try:
         value = ast.literal_eval(pred)
     except (ValueError, SyntaxError):
         value = pred  # a bare prediction string
     if isinstance(value, (list, tuple)):
         value = value[0] if value else ""
-    return {"id": ident, "gold": gold, "pred": str(value)}
+    return {"id": ident, "gold": gold, "pred": str(value), "format": RELEASED}
 
 
 def check_complete(rows, test_records, path):
@@ -72,11 +76,36 @@ def check_complete(rows, test_records, path):
         )
 
 
+def check_released_order(rows, test_records, path):
+    """Released-format lines follow the test split's order, as the released eval requires."""
+    for n, (row, record) in enumerate(zip(rows, test_records), 1):
+        if row["id"] != record["id"]:
+            raise InputError(f"{path}: prediction {n} has id {row['id']!r} where the test split has "
+                             f"{record['id']!r}; released-format files follow the test split's order")
+
+
+def is_correct(row):
+    """Exact match after lower-casing, and stripping both sides for our files.
+
+    Released-format rows use the released rule exactly: the line lower-cased, '</s>' removed from the
+    prediction, no stripping (LLaMA answers may still end in '</s>').
+    """
+    if row.get("format") == RELEASED:
+        return row["pred"].lower().replace("</s>", "") == row["gold"].lower()
+    return normalize(row["pred"]) == normalize(row["gold"])
+
+
+def missed_by_released_rule(rows):
+    """Released-format rows the released rule counts wrong that match once whitespace is stripped."""
+    return sum(r.get("format") == RELEASED and not is_correct(r)
+               and normalize(r["pred"].replace("</s>", "")) == normalize(r["gold"]) for r in rows)
+
+
 def accuracy(rows):
-    """Exact match after stripping and lower-casing both sides."""
+    """Share of rows where ``is_correct``."""
     if not rows:
         raise ValueError("accuracy of no predictions")
-    return sum(normalize(r["pred"]) == normalize(r["gold"]) for r in rows) / len(rows)
+    return sum(is_correct(r) for r in rows) / len(rows)
 
 
 def rouge_l(rows):

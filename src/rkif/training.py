@@ -25,7 +25,8 @@ def gradient_accumulation(batch_size, micro_batch_size, world_size):
 def check_training_flags(s):
     """The flags both training scripts share, checked before any file is read or model loaded."""
     check_base_model(s["base_model"])
-    for flag in ("lora_r", "batch_size", "micro_batch_size", "eval_steps", "logging_steps", "max_input_length",
+    for flag in ("lora_r", "batch_size", "micro_batch_size", "eval_batch_size", "eval_steps", "logging_steps",
+                 "max_input_length",
                  "max_target_length", "cutoff_len"):
         if flag in s:
             positive(flag, s[flag], integer=True)
@@ -34,7 +35,7 @@ def check_training_flags(s):
     in_range("lora_dropout", s["lora_dropout"], 0, 1, high_open=True)
     non_negative("warmup_steps", s["warmup_steps"], integer=True)
     non_negative("task_id", s["task_id"], integer=True)
-    non_negative("memory_data_ratio", s["memory_data_ratio"])
+    in_range("memory_data_ratio", s["memory_data_ratio"], 0, 100)
     for flag in ("val_set_size", "seed"):
         non_negative(flag, s[flag], integer=True)
     if s["max_steps"] != -1:  # -1: train for num_epochs
@@ -92,7 +93,7 @@ def training_precision(precision):
 def train_and_save(*, plan, model, features, data_collator, kif, settings, micro_batch_size,
                    gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
                    eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
-                   group_by_length=False):
+                   group_by_length=False, eval_batch_size=8):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
     features: list of records -> list of tokenized features (what data_collator takes).
@@ -102,18 +103,22 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
 
     from .adapters import save_adapter_atomically
     from .continual import run_info_json
+    from .sampling import shuffled_like_released
     from .trainer import FeatureList, RecurrentKIFTrainer
 
     fp16, bf16 = training_precision(precision)
     # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
     # backend named explicitly; with GPUs it initialises NCCL itself.
     cpu_ddp = world_size > 1 and not torch.cuda.is_available()
-    train_data = plan.train + (plan.memory if plan.method == "Replay" else [])
+    # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,
+    # seeded by set_seed before the model was loaded), before the Trainer's own sampler.
+    train_data = shuffled_like_released(plan.train + (plan.memory if plan.method == "Replay" else []))
+    memory = shuffled_like_released(plan.memory) if plan.method == "RKIF" else []
     validate = len(plan.validation) > 0
     args = transformers.TrainingArguments(
         output_dir=plan.output_dir,
         per_device_train_batch_size=micro_batch_size,
-        per_device_eval_batch_size=micro_batch_size,
+        per_device_eval_batch_size=eval_batch_size,  # the Trainer's default 8, as released
         gradient_accumulation_steps=gradient_accumulation_steps,
         num_train_epochs=num_epochs,
         max_steps=max_steps,
@@ -149,7 +154,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         eval_dataset=FeatureList(features(plan.validation)) if validate else None,
         data_collator=data_collator,
         kif_config=kif,
-        memory_dataset=features(plan.memory) if plan.method == "RKIF" else None,
+        memory_dataset=features(memory) if memory else None,
     )
     model.config.use_cache = False
     result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
