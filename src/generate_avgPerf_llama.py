@@ -16,8 +16,9 @@ from rkif.cli import generate_llama  # noqa: E402
 from rkif.flags import run  # noqa: E402
 
 
-def generate_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF", data_dir: str = "data/long_sequence",
-                     output_path: str = "output", batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
+def generate_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF",
+                     data_dir: str = "data/long_sequence", output_path: str = "output",
+                     batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
                      precision: str = "auto", cache_dir: str = None):
     """precision: auto = bf16 (fp16 where the GPU has no bf16) on a GPU, fp32 on CPU."""
     generate_llama("avgPerf", **locals())

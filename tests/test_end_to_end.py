@@ -69,3 +69,49 @@ def test_restored_adapter_is_the_best_checkpoint(runs, tiny_t5):
         at_best = torch.load(os.path.join(best, "adapter_model.bin"))
         assert final.keys() == at_best.keys()
         assert all(torch.equal(final[k], at_best[k]) for k in final)
+
+
+def test_eval_loss_is_the_mean_over_batches_of_8_on_the_released_validation_set(runs, tiny_t5, bench_dir):
+    """Task 1's validation set (8 dev examples of each task so far, ids computed here with numpy) scored
+    by hand in batches of 8 with the restored best adapter equals the Trainer's best eval loss."""
+    import numpy as np
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq
+
+    from rkif.seq2seq import tokenize_seq2seq
+
+    d = task_dir(runs, tiny_t5, "RKIF", 1)
+    info = json.load(open(os.path.join(d, "run_info.json")))
+    dev = [json.load(open(os.path.join(bench_dir, "dev", f"{t}_T5.json"))) for t in TASKS[:2]]
+    firsts = [[task[k] for k in np.random.default_rng(42).permutation(len(task))[:25]] for task in dev]
+    joined = firsts[0] + firsts[1]
+    validation = [joined[k] for k in np.random.default_rng(42).permutation(len(joined))]
+    assert len(validation) == 16 == info["num_validation_examples"]
+
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    model = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), d).eval()
+    collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, return_tensors="pt", padding=True)
+    features = tokenize_seq2seq(validation, tok, 1024, 128)
+
+    def eval_loss(batch_size):
+        total = 0.0
+        with torch.no_grad():
+            for i in range(0, len(features), batch_size):
+                batch = [dict(f) for f in features[i:i + batch_size]]
+                total += model(**collate(batch)).loss.item() * len(batch)  # the Trainer weighs batch means
+        return total / len(features)
+
+    assert info["best_eval_loss"] == pytest.approx(eval_loss(8), abs=1e-5)
+    # the batch size the Trainer evaluated with, as its checkpoints record it (the micro-batch is 2)
+    checkpoint = info["best_model_checkpoint"]
+    assert torch.load(os.path.join(checkpoint, "training_args.bin"), weights_only=False).per_device_eval_batch_size == 8
+
+
+def test_base_model_loading_leaves_the_torch_rng_to_the_lora_initialisation(tiny_t5):
+    """As the released device_map loading: the first draws after set_seed initialise the LoRA, not the base."""
+    torch.manual_seed(42)
+    before = torch.get_rng_state()
+    fast = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5, low_cpu_mem_usage=True)  # what the scripts do
+    assert torch.equal(torch.get_rng_state(), before)
+    plain = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5)
+    assert not torch.equal(torch.get_rng_state(), before)  # default loading initialises, then overwrites
+    assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), plain.state_dict().values()))

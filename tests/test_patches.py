@@ -131,3 +131,22 @@ def test_ipt_score_needs_the_ema_coefficients():
         importance_settings(Partial())
     with pytest.raises(TypeError, match="has no beta1 and no beta2"):
         importance_settings(object())
+
+
+def test_compare_with_released_strips_only_the_state_dict_override():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from compare_with_released import strip_state_dict_override
+
+    from rkif.errors import InputError
+
+    script = ("    model.config.use_cache = False\n\n"
+              "    old_state_dict = model.state_dict\n"
+              "    model.state_dict = (\n"
+              "        lambda self, *_, **__: get_peft_model_state_dict(\n"
+              "            self, old_state_dict()\n"
+              "        )\n"
+              "    ).__get__(model, type(model))\n\n"
+              "    trainer.train()\n")
+    assert strip_state_dict_override(script) == "    model.config.use_cache = False\n\n\n    trainer.train()\n"
+    with pytest.raises(InputError, match="found 0"):
+        strip_state_dict_override("    trainer.train()\n")

@@ -63,5 +63,6 @@ def fuse(anchor, delta_in, delta_out, inner_mask, outer_mask):
         m_in = torch.zeros_like(a, dtype=torch.bool) if m_in is None else m_in
         m_out = torch.zeros_like(a, dtype=torch.bool) if m_out is None else m_out
         w_in, w_out = fusion_weights(m_in, m_out)
-        fused[name] = (a.float() + w_in * delta_in[name].float() + w_out * delta_out[name].float()).to(a.dtype)
+        # anchor + (weighted deltas), summed in the released order, so results agree to the bit
+        fused[name] = (a.float() + (w_in * delta_in[name].float() + w_out * delta_out[name].float())).to(a.dtype)
     return fused
