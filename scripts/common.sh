@@ -7,6 +7,8 @@
 #   DATASET_IDS  orders to run (default "4 5 6 1 2 3"); an order may be a JSON file of task names
 #   PYTHON       interpreter (default .venv/bin/python if present, else python)
 #   BATCH_SIZE   generation batch of the test scripts (default 32)
+#   RESUME       1 (default): an unfinished task resumes from its newest complete checkpoint;
+#                0: it restarts at step 0 (its old checkpoints are removed)
 # Relative paths are taken from the repository root (the scripts run there).
 : "${BASE_MODEL:?set BASE_MODEL to the base model folder or id, e.g. BASE_MODEL=/models/t5-large}"
 : "${GPU:?set GPU to the CUDA device index to use (e.g. GPU=0), or GPU=cpu}"
@@ -18,14 +20,18 @@ if [ -z "${PYTHON:-}" ]; then
   if [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; else PYTHON=python; fi
 fi
 BATCH_SIZE=${BATCH_SIZE:-32}  # generation batch of the test scripts
+RESUME=${RESUME:-1}
+case "$RESUME" in 0|1) ;; *) echo "error: RESUME must be 0 or 1, got '$RESUME'" >&2; exit 2 ;; esac
 if [ "$GPU" = cpu ]; then export CUDA_VISIBLE_DEVICES=""; else export CUDA_VISIBLE_DEVICES="$GPU"; fi
 
 # train_grid SCRIPT FLAG...: every task of every order in $DATASET_IDS, in sequence, with SCRIPT
-# (a finetune_*.py); tasks whose adapter_model.bin exists are skipped, the first failure stops.
+# (a finetune_*.py); tasks whose adapter_model.bin exists are skipped, an unfinished one resumes
+# from its newest complete checkpoint (RESUME=1), the first failure stops.
 train_grid() {
   local script=$1
   shift
-  local model_name dataset_id tasks order_name task_id task out
+  local model_name dataset_id tasks order_name task_id task out resume=()
+  [ "$RESUME" = 1 ] && resume=(--resume_from_checkpoint auto)
   model_name=$(basename "${BASE_MODEL%/}")
   for dataset_id in $DATASET_IDS; do
     tasks=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks "$dataset_id")
@@ -38,7 +44,7 @@ train_grid() {
       else
         echo "train: order $dataset_id task $task_id-$task"
         "$PYTHON" "$script" --method_name "$METHOD" --base_model "$BASE_MODEL" --data_dir "$DATA_DIR" \
-          --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" --task_id "$task_id" "$@"
+          --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" --task_id "$task_id" "${resume[@]}" "$@"
       fi
       task_id=$((task_id + 1))
     done

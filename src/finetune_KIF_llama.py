@@ -65,7 +65,7 @@ def train(
     add_eos_token: bool = True,
     group_by_length: bool = False,
     prompt_template_name: str = "alpaca",
-    resume_from_checkpoint=None,
+    resume_from_checkpoint=None,  # a checkpoint folder; the flag alone: the newest complete one; auto: that or step 0
     seed: int = 42,
 ):
     settings = dict(locals())
@@ -73,7 +73,7 @@ def train(
     from rkif.causal import check_template
     from rkif.continual import plan_task
     from rkif.lora import parse_target_modules
-    from rkif.training import (check_resume, check_training_flags, gradient_accumulation, kif_config, print_settings,
+    from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
                                train_and_save, training_precision)
 
     check_training_flags(settings)
@@ -94,7 +94,7 @@ def train(
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed, suffix="", fields=LLAMA_FIELDS)
-    check_resume(resume_from_checkpoint, plan.output_dir)
+    resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
     print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
                    world_size)
 

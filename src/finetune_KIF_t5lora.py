@@ -55,14 +55,14 @@ def train(
     lora_alpha: int = 32,
     lora_dropout: float = 0.05,
     lora_target_modules=("q", "v"),
-    resume_from_checkpoint=None,  # a checkpoint folder, or True for the task's latest
+    resume_from_checkpoint=None,  # a checkpoint folder; the flag alone: the newest complete one; auto: that or step 0
     seed: int = 42,
 ):
     settings = dict(locals())
     started = time.time()
     from rkif.continual import plan_task
     from rkif.lora import parse_target_modules
-    from rkif.training import (check_resume, check_training_flags, gradient_accumulation, kif_config, print_settings,
+    from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
                                train_and_save)
 
     check_training_flags(settings)
@@ -73,7 +73,7 @@ def train(
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed)
-    check_resume(resume_from_checkpoint, plan.output_dir)
+    resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
     print_settings("Training T5-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps, world_size)
 
     import transformers

@@ -5,7 +5,8 @@
     python src/run_pipeline.py --backbone llama --base_model /models/Llama-2-7b-chat-hf --dataset_id 4
 
 Resumable at any point: tasks whose adapter exists and prediction files that are complete
-are skipped; a half-written prediction file is continued. Flags not listed here (e.g.
+are skipped; an unfinished task resumes from its newest complete checkpoint (--no_resume: it
+restarts at step 0); a half-written prediction file is continued. Flags not listed here (e.g.
 --num_epochs, --learning_rate, --memory_data_ratio) go to the training script's train()
 (finetune_KIF_t5lora.py, or finetune_KIF_llama.py with --backbone llama).
 Writes {output_path}/summary_dataset_id_{id}.json/.csv, and with --matrix a side-by-side
@@ -32,9 +33,11 @@ from rkif.tasks import resolve_order  # noqa: E402
 
 def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_dir="data/long_sequence",
               output_path="output", matrix=False, gen_batch_size=32, max_length=128, max_new_tokens=128,
-              precision="auto", cache_dir=None, **train_flags):
+              precision="auto", cache_dir=None, no_resume=False, **train_flags):
     """backbone: t5 (finetune_KIF_t5lora) or llama (finetune_KIF_llama). max_length caps T5 generation,
-    max_new_tokens LLaMA's; precision applies to generation. Other flags go to the training script."""
+    max_new_tokens LLaMA's; precision applies to generation. An unfinished task resumes from its newest
+    complete checkpoint unless no_resume (then it restarts at step 0). Other flags go to the training
+    script."""
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     for m in methods:
         if m not in METHODS:
@@ -60,7 +63,8 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
             if adapter_exists(adapter_dir(output_path, base_model, method, order_name, t, task)):
                 print(f"skip training: {method} task {t}-{task} (adapter exists)")
                 continue
-            train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **train_flags)
+            train(method_name=method, task_id=t, cache_dir=cache_dir, **common,
+                  **{"resume_from_checkpoint": None if no_resume else "auto", **train_flags})
         for kind in (("matrix",) if matrix else ("avgPerf", "bwt")):
             generator(kind, method_name=method, batch_size=gen_batch_size, precision=precision, cache_dir=cache_dir,
                       **common)

@@ -136,7 +136,7 @@ CASES = {
     "resume folder missing": (lambda d, t: {"resume_from_checkpoint": str(t / "checkpoint-9")},
                               "--resume_from_checkpoint: '"),
     "resume without checkpoint": (lambda d, t: {"resume_from_checkpoint": True},
-                                  "--resume_from_checkpoint: no checkpoint-N folder in"),
+                                  "--resume_from_checkpoint: no complete checkpoint-N folder in"),
     "target module not Linear": (lambda d, t: {"lora_target_modules": "q,block"},
                                  "--lora_target_modules: 'block' names encoder.block (ModuleList)"),
     "target module unknown": (lambda d, t: {"lora_target_modules": "q,query"},

@@ -9,28 +9,25 @@ The ordinary training loop is the inner loop. Two hooks into the stock 4.28.1 lo
 - a callback's on_step_end, which runs after the global step is incremented and before
   logging, evaluation and checkpointing, runs the M outer steps and the fusion every K steps,
   so checkpoints hold fused parameters.
+Saving and resuming through adapter checkpoints is rkif.checkpoints; here only the KIF state
+that a checkpoint carries besides them.
 """
 
 import os
-import random
 from dataclasses import asdict, dataclass
 
-import numpy as np
 import torch
-from peft import PeftModel
-from transformers.modeling_utils import unwrap_model
 from transformers.optimization import get_linear_schedule_with_warmup
 from transformers.trainer_callback import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-from .adapters import load_adapter_weights, lora_parameters
+from .adapters import lora_parameters
+from .checkpoints import AdapterCheckpointMixin
 from .fusion import fuse, global_mask
 from .importance import ImportanceTracker
 from .sampling import memory_batch_indices
 
 OUTER_OPTIMIZERS = ("shared", "separate")
-KIF_STATE = "kif_state_{}.pt"  # one per rank: the memory sampler differs between ranks
-TRAINING_ARGS_NAME = "training_args.bin"  # as transformers.trainer names it
+KIF_STATE = "kif_state_{}.pt"  # one per rank: under DDP the memory sampler differs between ranks
 
 
 class FeatureList(torch.utils.data.Dataset):
@@ -77,7 +74,7 @@ class KIFConfig:
             raise ValueError(f"--outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}")
 
 
-class RecurrentKIFMixin:
+class RecurrentKIFMixin(AdapterCheckpointMixin):
     """Recurrent-KIF loop for a transformers.Trainer; plain Trainer behaviour when ``memory_dataset`` is empty.
 
     memory_dataset: list of tokenized features (what the data collator takes) of earlier tasks.
@@ -98,7 +95,6 @@ class RecurrentKIFMixin:
         self._in_outer_loop = False
         self._pending_outer_losses = []
         self._step_hook = None
-        self._resumed_from = None
         # One process draws memory batches from the global torch RNG, as released (sampling.py).
         # Under DDP every rank's global RNG is seeded alike, so the released draw would hand all
         # ranks the same batch; each rank draws its own from a generator seeded seed + rank instead.
@@ -182,12 +178,13 @@ class RecurrentKIFMixin:
             self.outer_optimizer.load_state_dict(state["outer_optimizer"])
             self.outer_scheduler.load_state_dict(state["outer_scheduler"])
 
-    def _save_checkpoint(self, model, trial, metrics=None):
-        super()._save_checkpoint(model, trial, metrics)
+    def _save_extra_state(self, checkpoint):
         if self.kif_enabled:
-            checkpoint = os.path.join(self._get_output_dir(trial=trial),
-                                      f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
             self._save_kif_state(checkpoint)
+
+    @property
+    def extra_checkpoint_files(self):
+        return (KIF_STATE,) if self.kif_enabled else ()
 
     # --- outer loop and fusion ---------------------------------------------------------
 
@@ -271,45 +268,6 @@ class RecurrentKIFMixin:
             logs["outer_loss"] = round(sum(self._pending_outer_losses) / len(self._pending_outer_losses), 4)
             self._pending_outer_losses = []
         super().log(logs)
-
-    # --- adapters in checkpoints -------------------------------------------------------
-
-    def _save(self, output_dir=None, state_dict=None):
-        if not isinstance(unwrap_model(self.model), PeftModel):
-            return super()._save(output_dir, state_dict)
-        output_dir = output_dir if output_dir is not None else self.args.output_dir
-        os.makedirs(output_dir, exist_ok=True)
-        unwrap_model(self.model).save_pretrained(output_dir)
-        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
-
-    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
-        self._resumed_from = resume_from_checkpoint  # the KIF state is restored at train begin
-        target = unwrap_model(model if model is not None else self.model)
-        if not isinstance(target, PeftModel):
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        load_adapter_weights(target, resume_from_checkpoint)
-
-    def _load_rng_state(self, checkpoint):
-        # transformers 4.28.1 reads this file with torch.load's default, which from torch 2.6 on is
-        # weights_only=True and refuses the numpy RNG state the Trainer itself saved. The file is
-        # this run's own checkpoint, so it is loaded in full.
-        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
-        if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, name)):
-            return super()._load_rng_state(checkpoint)
-        state = torch.load(os.path.join(checkpoint, name), weights_only=False)
-        random.setstate(state["python"])
-        np.random.set_state(state["numpy"])
-        torch.random.set_rng_state(state["cpu"])
-        if torch.cuda.is_available() and "cuda" in state:
-            if self.args.local_rank != -1:
-                torch.cuda.random.set_rng_state(state["cuda"])
-            else:
-                torch.cuda.random.set_rng_state_all(state["cuda"])
-
-    def _load_best_model(self):
-        if not isinstance(unwrap_model(self.model), PeftModel):
-            return super()._load_best_model()
-        load_adapter_weights(unwrap_model(self.model), self.state.best_model_checkpoint)
 
 
 class _RecurrentKIFCallback(TrainerCallback):

@@ -5,6 +5,9 @@ rest (batch arithmetic, Trainer settings of the released recipe, saving) is here
 """
 
 import os
+import shutil
+import signal
+import sys
 
 from .errors import InputError
 from .flags import check_base_model, in_range, non_negative, positive
@@ -46,18 +49,34 @@ def check_training_flags(s):
                          "would happen; give --num_epochs > 0 (or --max_steps > 0)")
 
 
-def check_resume(resume_from_checkpoint, output_dir):
-    """--resume_from_checkpoint: a checkpoint folder that exists, or the flag alone with one in output_dir."""
-    from transformers.trainer_utils import get_last_checkpoint
+def resolve_resume(resume_from_checkpoint, output_dir):
+    """The checkpoint to resume from, or None to start at step 0.
+
+    None / False: step 0. A folder: that checkpoint, which must be complete. True (the flag alone):
+    the newest complete checkpoint of the task folder (newer incomplete ones are skipped with a
+    warning). "auto" (what the grid scripts and run_pipeline.py pass): the same, or step 0 when
+    the task folder holds none.
+    """
+    from .checkpoints import incomplete_reason, newest_complete_checkpoint
 
     if resume_from_checkpoint in (None, False, ""):
-        return
-    if resume_from_checkpoint is True:
-        if not os.path.isdir(output_dir) or get_last_checkpoint(output_dir) is None:
-            raise InputError(f"--resume_from_checkpoint: no checkpoint-N folder in {output_dir} to resume from")
-    elif not isinstance(resume_from_checkpoint, str) or not os.path.isdir(resume_from_checkpoint):
+        return None
+    if resume_from_checkpoint is True or resume_from_checkpoint == "auto":
+        path, skipped = newest_complete_checkpoint(output_dir)
+        for folder, reason in skipped:
+            print(f"warning: skipping the incomplete {folder}: {reason}", file=sys.stderr)
+        if path is None and resume_from_checkpoint is True:
+            raise InputError(f"--resume_from_checkpoint: no complete checkpoint-N folder in {output_dir} to resume "
+                             "from")
+        return path
+    if not isinstance(resume_from_checkpoint, str) or not os.path.isdir(resume_from_checkpoint):
         raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint!r} is not a checkpoint folder "
-                         "(give a checkpoint-N folder, or the flag alone for the task's latest)")
+                         "(give a checkpoint-N folder, the flag alone for the task's newest complete one, or auto)")
+    reason = incomplete_reason(resume_from_checkpoint)
+    if reason:
+        raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint} is incomplete ({reason}), so the "
+                         "task cannot resume exactly from it; give the flag alone to take the newest complete one")
+    return resume_from_checkpoint
 
 
 def kif_config(settings):
@@ -157,7 +176,23 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         memory_dataset=features(memory) if memory else None,
     )
     model.config.use_cache = False
-    result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    if resume_from_checkpoint:
+        print(f"resuming task {plan.task_id}-{plan.task} from {resume_from_checkpoint} (step "
+              f"{os.path.basename(resume_from_checkpoint).split('-')[-1]})")
+    else:
+        _clear_stale_checkpoints(plan.output_dir, trainer.args.should_save)
+    trainer.stop_on_signal.install()
+    try:
+        result = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    finally:
+        trainer.stop_on_signal.uninstall()
+    stopped = trainer.stop_on_signal.received
+    if stopped and trainer.state.global_step < trainer.state.max_steps:
+        print(f"interrupted by {signal.Signals(stopped).name} at step {trainer.state.global_step} of "
+              f"{trainer.state.max_steps}: {plan.output_dir}/checkpoint-{trainer.state.global_step} is saved; to "
+              "resume, run the same command with --resume_from_checkpoint (the grid scripts and run_pipeline.py "
+              "resume by themselves)", file=sys.stderr, flush=True)
+        raise SystemExit(128 + stopped)
 
     if trainer.args.should_save:
         info = run_info_json(
@@ -174,7 +209,22 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
+    if stopped:  # the signal came after the last step: the task is saved, the job still stops
+        raise SystemExit(128 + stopped)
     return trainer
+
+
+def _clear_stale_checkpoints(output_dir, should_save):
+    """A task started at step 0 drops the checkpoints of an earlier unfinished run of it, which would
+    otherwise mix with the new ones (rotation, resuming)."""
+    from .checkpoints import checkpoint_folders
+
+    stale = checkpoint_folders(output_dir)
+    if stale and should_save:
+        print(f"starting {output_dir} at step 0: removing {len(stale)} checkpoints of an earlier run "
+              f"({', '.join(os.path.basename(p) for p in stale)})")
+        for path in stale:
+            shutil.rmtree(path)
 
 
 def print_settings(title, settings, plan, micro_batch_size, gradient_accumulation_steps, world_size):

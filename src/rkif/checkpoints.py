@@ -1,0 +1,221 @@
+"""Checkpoints that hold adapters, are known to be complete, and survive interruptions.
+
+- Checkpoints save and reload the LoRA adapter, not the full model (peft 0.4.0 under the
+  stock 4.28.1 Trainer would otherwise save the whole model or, as released, nothing).
+- A checkpoint is complete when every rank has written every file of it; rank 0 then writes
+  ``checkpoint_complete.json`` (each file's name and size) last, and only then are older
+  checkpoints rotated away, incomplete ones first. A kill at any moment therefore leaves the
+  newest complete checkpoint on disk.
+- SIGTERM / SIGINT during training finish the current optimizer step (and its outer loop
+  and fusion), save a complete checkpoint and stop; the script then exits non-zero.
+"""
+
+import json
+import os
+import random
+import re
+import shutil
+import signal
+
+import numpy as np
+import torch
+from peft import PeftModel
+from transformers.modeling_utils import unwrap_model
+from transformers.trainer_callback import TrainerCallback
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+from .adapters import ADAPTER_WEIGHTS, load_adapter_weights
+
+COMPLETE = "checkpoint_complete.json"
+TRAINING_ARGS_NAME = "training_args.bin"  # as transformers.trainer names it
+
+
+def required_files(world_size, extra_per_rank=()):
+    """What a complete checkpoint of this project holds (besides the marker)."""
+    rng = ["rng_state.pth"] if world_size == 1 else [f"rng_state_{r}.pth" for r in range(world_size)]
+    per_rank = [pattern.format(r) for pattern in extra_per_rank for r in range(world_size)]
+    return [ADAPTER_WEIGHTS, "optimizer.pt", "scheduler.pt", "trainer_state.json", *rng, *per_rank]
+
+
+def write_complete_marker(checkpoint, step, required):
+    """Record every file of ``checkpoint`` with its size, atomically, once ``required`` are all there."""
+    missing = [f for f in required if not os.path.isfile(os.path.join(checkpoint, f))]
+    if missing:
+        raise RuntimeError(f"{checkpoint}: not marked complete, {missing} were not written")
+    files = {f: os.path.getsize(os.path.join(checkpoint, f)) for f in sorted(os.listdir(checkpoint))
+             if f != COMPLETE and os.path.isfile(os.path.join(checkpoint, f))}
+    tmp = os.path.join(checkpoint, COMPLETE + ".tmp")
+    with open(tmp, "w") as f:
+        json.dump({"global_step": step, "files": files}, f, indent=1)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, os.path.join(checkpoint, COMPLETE))
+
+
+def incomplete_reason(checkpoint):
+    """None for a complete checkpoint, else what is wrong with it."""
+    path = os.path.join(checkpoint, COMPLETE)
+    try:
+        with open(path) as f:
+            files = json.load(f)["files"]
+    except (OSError, ValueError, KeyError):
+        return f"no {COMPLETE} (it was not finished)"
+    for name, size in files.items():
+        p = os.path.join(checkpoint, name)
+        if not os.path.isfile(p):
+            return f"{name} is missing"
+        if os.path.getsize(p) != size:
+            return f"{name} has {os.path.getsize(p)} bytes, {size} were written"
+    return None
+
+
+def checkpoint_folders(output_dir):
+    """checkpoint-N folders of output_dir, by step."""
+    if not os.path.isdir(output_dir):
+        return []
+    found = []
+    for d in os.listdir(output_dir):
+        m = re.fullmatch(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)", d)
+        if m and os.path.isdir(os.path.join(output_dir, d)):
+            found.append((int(m.group(1)), os.path.join(output_dir, d)))
+    return [path for _, path in sorted(found)]
+
+
+def newest_complete_checkpoint(output_dir):
+    """(newest complete checkpoint or None, [(newer incomplete checkpoint, reason)])."""
+    skipped = []
+    for path in reversed(checkpoint_folders(output_dir)):
+        reason = incomplete_reason(path)
+        if reason is None:
+            return path, skipped
+        skipped.append((path, reason))
+    return None, skipped
+
+
+class StopOnSignal(TrainerCallback):
+    """SIGTERM / SIGINT: finish this optimizer step, save a checkpoint, stop training.
+
+    The handlers only record the signal; at the end of the current optimizer step (after the
+    outer loop and fusion, which run in an earlier on_step_end) the Trainer is told to save and
+    stop. Under DDP the ranks agree on it at every step. A second signal acts at once.
+    """
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __init__(self):
+        self.received = None
+        self._previous = {}
+
+    def install(self):
+        for s in self.SIGNALS:
+            self._previous[s] = signal.signal(s, self._handle)
+
+    def uninstall(self):
+        for s, handler in self._previous.items():
+            signal.signal(s, handler)
+        self._previous = {}
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # asked twice: stop now
+            self.uninstall()
+            signal.raise_signal(signum)
+            return
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name} received: stopping after this optimizer step with a checkpoint "
+              "(send it again to stop at once)", flush=True)
+
+    def on_step_end(self, args, state, control, **kwargs):
+        stop = self.received is not None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            flag = torch.tensor([float(stop)], device=args.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+            self.received = self.received or (signal.SIGTERM if stop else None)
+        if stop:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+
+class AdapterCheckpointMixin:
+    """transformers.Trainer checkpoints that hold the adapter and are marked complete when written.
+
+    Subclasses add per-rank files through ``_save_extra_state(checkpoint)`` and name them in
+    ``extra_checkpoint_files`` (patterns with {} for the rank).
+    """
+
+    extra_checkpoint_files = ()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._resumed_from = None
+        self._defer_rotation = False
+        self.stop_on_signal = StopOnSignal()
+        self.add_callback(self.stop_on_signal)
+
+    def _save_extra_state(self, checkpoint):
+        pass
+
+    def _save_checkpoint(self, model, trial, metrics=None):
+        checkpoint = os.path.join(self._get_output_dir(trial=trial),
+                                  f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        if self.args.should_save and os.path.exists(os.path.join(checkpoint, COMPLETE)):
+            os.remove(os.path.join(checkpoint, COMPLETE))  # rewritten below once every file is new
+        self._defer_rotation = True
+        try:
+            super()._save_checkpoint(model, trial, metrics)
+        finally:
+            self._defer_rotation = False
+        self._save_extra_state(checkpoint)
+        if self.args.world_size > 1:
+            torch.distributed.barrier()  # every rank's files are on disk
+        if self.args.should_save:
+            write_complete_marker(checkpoint, self.state.global_step,
+                                  required_files(self.args.world_size, self.extra_checkpoint_files))
+            self._rotate_checkpoints(use_mtime=True, output_dir=os.path.dirname(checkpoint))
+
+    def _rotate_checkpoints(self, use_mtime=False, output_dir=None):
+        if self._defer_rotation:
+            return  # rotated once the new checkpoint is complete
+        if self.args.save_total_limit and self.args.save_total_limit > 0 and output_dir:
+            for path in checkpoint_folders(output_dir):  # unusable anyway: never kept in place of a complete one
+                if incomplete_reason(path) is not None:
+                    shutil.rmtree(path, ignore_errors=True)
+        super()._rotate_checkpoints(use_mtime=use_mtime, output_dir=output_dir)
+
+    def _save(self, output_dir=None, state_dict=None):
+        if not isinstance(unwrap_model(self.model), PeftModel):
+            return super()._save(output_dir, state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        os.makedirs(output_dir, exist_ok=True)
+        unwrap_model(self.model).save_pretrained(output_dir)
+        torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        self._resumed_from = resume_from_checkpoint  # subclasses restore their own state at train begin
+        target = unwrap_model(model if model is not None else self.model)
+        if not isinstance(target, PeftModel):
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        load_adapter_weights(target, resume_from_checkpoint)
+
+    def _load_rng_state(self, checkpoint):
+        # transformers 4.28.1 reads this file with torch.load's default, which from torch 2.6 on is
+        # weights_only=True and refuses the numpy RNG state the Trainer itself saved. The file is
+        # this run's own checkpoint, so it is loaded in full.
+        name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
+        if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, name)):
+            return super()._load_rng_state(checkpoint)
+        state = torch.load(os.path.join(checkpoint, name), weights_only=False)
+        random.setstate(state["python"])
+        np.random.set_state(state["numpy"])
+        torch.random.set_rng_state(state["cpu"])
+        if torch.cuda.is_available() and "cuda" in state:
+            if self.args.local_rank != -1:
+                torch.cuda.random.set_rng_state(state["cuda"])
+            else:
+                torch.cuda.random.set_rng_state_all(state["cuda"])
+
+    def _load_best_model(self):
+        if not isinstance(unwrap_model(self.model), PeftModel):
+            return super()._load_best_model()
+        load_adapter_weights(unwrap_model(self.model), self.state.best_model_checkpoint)
