@@ -55,6 +55,8 @@ def train(
     logging_steps: int = 10,
     precision: str = "auto",  # auto: fp32 on CPU, bf16 (or fp16) on a GPU | fp32 | bf16 | fp16
     load_8bit: bool = False,  # needs bitsandbytes (optional) and a GPU
+    tf32: bool = False,  # TF32 matmuls on Ampere and newer GPUs
+    report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
     # lora
     lora_r: int = 8,
     lora_alpha: int = 16,
@@ -78,7 +80,7 @@ def train(
 
     check_training_flags(settings)
     check_template(prompt_template_name)
-    training_precision(precision)  # refuse a bad choice before anything is loaded
+    training_precision(precision, "llama")  # refuse a bad choice before anything is loaded
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
     lora_target_modules = parse_target_modules(lora_target_modules)
@@ -109,7 +111,7 @@ def train(
 
     transformers.set_seed(seed)
     tokenizer = load_tokenizer(base_model, cache_dir)
-    fp16, bf16 = training_precision(precision)
+    fp16, bf16 = training_precision(precision, "llama")
     # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
     # of the torch RNG after set_seed, as with the released device_map loading.
     load_kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
@@ -144,7 +146,7 @@ def train(
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
         warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
         resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
-        precision=precision,
+        precision=precision, backbone="llama", tf32=tf32, report_to=report_to,
         group_by_length=group_by_length)
 
 

@@ -50,6 +50,9 @@ def train(
     val_set_size: int = 25,  # > 0 switches validation on (25 dev examples of every task so far)
     eval_steps: int = 40,  # evaluate and save every eval_steps optimizer steps
     logging_steps: int = 10,
+    precision: str = "fp32",  # fp32 (released) | bf16 (a GPU with bfloat16); T5 overflows in fp16
+    tf32: bool = False,  # TF32 matmuls on Ampere and newer GPUs
+    report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
     # lora
     lora_r: int = 8,
     lora_alpha: int = 32,
@@ -63,9 +66,10 @@ def train(
     from rkif.continual import plan_task
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
-                               train_and_save)
+                               train_and_save, training_precision)
 
     check_training_flags(settings)
+    training_precision(precision, "t5")
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
     lora_target_modules = parse_target_modules(lora_target_modules)
@@ -98,7 +102,6 @@ def train(
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         model.print_trainable_parameters()
 
-    # fp32 as released: T5 overflows in fp16, and the released T5 runs did not use bf16.
     train_and_save(
         plan=plan, model=model, kif=kif, settings=settings,
         features=lambda records: tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length),
@@ -107,7 +110,7 @@ def train(
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
         warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
         resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
-        precision="fp32")
+        precision=precision, backbone="t5", tf32=tf32, report_to=report_to)
 
 
 def main(argv=None):

@@ -160,6 +160,11 @@ CASES = {
     "unknown method": (lambda d, t: {"method_name": "EWC"}, "--method_name: unknown method 'EWC'"),
     "batch not a multiple": (lambda d, t: {"batch_size": 5}, "--batch_size 5 must be a positive multiple"),
     "bad quantile": (lambda d, t: {"quantile": 1.5}, "--quantile must be in [0, 1]"),
+    "fp16 for T5": (lambda d, t: {"precision": "fp16"}, "--precision fp16: T5 overflows in float16"),
+    "bf16 on CPU": (lambda d, t: {"precision": "bf16"}, "--precision bf16 needs a GPU"),
+    "tf32 on CPU": (lambda d, t: {"tf32": True}, "--tf32 needs an NVIDIA GPU of the Ampere generation"),
+    "unknown reporter": (lambda d, t: {"report_to": "mlflow"}, "--report_to: unknown 'mlflow'"),
+    "memory ratio over 100": (lambda d, t: {"memory_data_ratio": 150}, "--memory_data_ratio: must be in [0, 100]"),
 }
 
 

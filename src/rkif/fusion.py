@@ -28,14 +28,38 @@ def quantile_threshold(values, q):
     return v_lo + (pos - lo) * (v_hi - v_lo)
 
 
-def global_mask(scores, quantile):
+def global_threshold(scores, quantile):
+    """tau: the q-quantile of all scores of all tensors together (None without scores)."""
+    if not scores:
+        return None
+    return quantile_threshold(torch.cat([scores[n].reshape(-1).float().cpu() for n in sorted(scores)]), quantile)
+
+
+def global_mask(scores, quantile, tau=None):
     """{name: 0/1 tensor}: 1 where score > tau, tau the q-quantile of all scores together."""
     if not scores:
         return {}
-    names = sorted(scores)
-    flat = torch.cat([scores[n].reshape(-1).float().cpu() for n in names])
-    tau = quantile_threshold(flat, quantile)
-    return {n: (scores[n] > tau.to(scores[n].device, scores[n].dtype)).to(scores[n].dtype) for n in names}
+    tau = global_threshold(scores, quantile) if tau is None else tau
+    return {n: (scores[n] > tau.to(scores[n].device, scores[n].dtype)).to(scores[n].dtype) for n in sorted(scores)}
+
+
+def fusion_statistics(delta_in, delta_out, inner_mask, outer_mask):
+    """What one fusion did: the share of LoRA entries in each of the four mask cases (they sum to
+    1) and the L2 norms of the inner and outer updates over all tensors."""
+    counts = {"inner_only": 0, "outer_only": 0, "both": 0, "neither": 0}
+    total, norm_in, norm_out = 0, 0.0, 0.0
+    for name, d in delta_in.items():
+        m_in = inner_mask[name].bool() if name in inner_mask else torch.zeros_like(d, dtype=torch.bool)
+        m_out = outer_mask[name].bool() if name in outer_mask else torch.zeros_like(d, dtype=torch.bool)
+        counts["inner_only"] += int((m_in & ~m_out).sum())
+        counts["outer_only"] += int((~m_in & m_out).sum())
+        counts["both"] += int((m_in & m_out).sum())
+        counts["neither"] += int((~m_in & ~m_out).sum())
+        total += d.numel()
+        norm_in += float(d.float().pow(2).sum())
+        norm_out += float(delta_out[name].float().pow(2).sum())
+    stats = {f"share_{case}": n / total for case, n in counts.items()}
+    return {**stats, "delta_in_norm": math.sqrt(norm_in), "delta_out_norm": math.sqrt(norm_out)}
 
 
 def fusion_weights(inner_mask, outer_mask):

@@ -13,7 +13,9 @@ Saving and resuming through adapter checkpoints is rkif.checkpoints; here only t
 that a checkpoint carries besides them.
 """
 
+import hashlib
 import os
+import time
 from dataclasses import asdict, dataclass
 
 import torch
@@ -22,7 +24,7 @@ from transformers.trainer_callback import TrainerCallback
 
 from .adapters import lora_parameters
 from .checkpoints import AdapterCheckpointMixin
-from .fusion import fuse, global_mask
+from .fusion import fuse, fusion_statistics, global_mask, global_threshold
 from .importance import ImportanceTracker
 from .sampling import memory_batch_indices
 
@@ -93,7 +95,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         self.outer_scheduler = None
         self.kif_history = []  # one entry per fusion: step, memory indices drawn, outer losses
         self._in_outer_loop = False
-        self._pending_outer_losses = []
+        self._pending_fusions = []  # statistics of the fusions since the last log line
         self._step_hook = None
         # One process draws memory batches from the global torch RNG, as released (sampling.py).
         # Under DDP every rank's global RNG is seeded alike, so the released draw would hand all
@@ -223,21 +225,22 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         params = lora_parameters(self.model)
         theta_k = _snapshot(params)
         drawn, losses = [], []
+        started = _clock()
         for _ in range(self.kif.outer_iterations):
             indices, batch = self.draw_memory_batch()
             drawn.append(indices)
             # Logged and recorded as the model's loss, comparable with the ordinary training loss.
             losses.append(self.outer_step(batch) * self.args.gradient_accumulation_steps)
+        outer_done = _clock()
         with torch.no_grad():
             delta_in = {n: theta_k[n] - self.anchor[n] for n in params}
             delta_out = {n: params[n].detach() - theta_k[n] for n in params}
-            fused = fuse(
-                self.anchor,
-                delta_in,
-                delta_out,
-                global_mask(self.inner_tracker.scores(), self.kif.quantile),
-                global_mask(self.outer_tracker.scores(), self.kif.quantile),
-            )
+            inner_scores, outer_scores = self.inner_tracker.scores(), self.outer_tracker.scores()
+            tau_in = global_threshold(inner_scores, self.kif.quantile)
+            tau_out = global_threshold(outer_scores, self.kif.quantile)
+            inner_mask = global_mask(inner_scores, self.kif.quantile, tau_in)
+            outer_mask = global_mask(outer_scores, self.kif.quantile, tau_out)
+            fused = fuse(self.anchor, delta_in, delta_out, inner_mask, outer_mask)
             for n, p in params.items():
                 p.copy_(fused[n])
         self.anchor = _snapshot(params)
@@ -245,11 +248,17 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             self.inner_tracker.reset()
         if self.kif.empty_outer_score_flag:
             self.outer_tracker.reset()
-        self.kif_history.append(
-            {"global_step": self.state.global_step, "memory_indices": drawn, "outer_losses": losses,
-             "learning_rate": self.optimizer.param_groups[0]["lr"]}
-        )
-        self._pending_outer_losses += losses
+        stats = {"outer_loss": sum(losses) / len(losses),
+                 **fusion_statistics(delta_in, delta_out, inner_mask, outer_mask),
+                 "tau_inner": None if tau_in is None else float(tau_in),
+                 "tau_outer": None if tau_out is None else float(tau_out),
+                 "outer_seconds": outer_done - started, "fusion_seconds": _clock() - outer_done}
+        entry = {"global_step": self.state.global_step, "memory_indices": drawn, "outer_losses": losses,
+                 "learning_rate": self.optimizer.param_groups[0]["lr"], "stats": stats}
+        if self.args.world_size > 1:  # lets a check compare the ranks' weights after every fusion
+            entry["lora_sha256"] = _digest(params)
+        self.kif_history.append(entry)
+        self._pending_fusions.append(stats)
 
     def kif_summary(self):
         return {
@@ -259,14 +268,25 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             "outer_steps": sum(len(h["outer_losses"]) for h in self.kif_history),
             "inner_nan_skips": self.inner_tracker.nan_skips,
             "outer_nan_skips": self.outer_tracker.nan_skips,
+            "fusion_history": self.fusion_history(),
             **{f"kif_{k}": v for k, v in asdict(self.kif).items()},
         }
 
+    def fusion_history(self):
+        """Per fusion: step, outer loss, mask-case shares, thresholds, update norms, seconds."""
+        return [{"global_step": h["global_step"], **{k: _round(v) for k, v in h["stats"].items()}}
+                for h in self.kif_history if "stats" in h]
+
     def log(self, logs):
-        # The outer losses since the last log line ride along with the ordinary training loss.
-        if self._pending_outer_losses and "loss" in logs:
-            logs["outer_loss"] = round(sum(self._pending_outer_losses) / len(self._pending_outer_losses), 4)
-            self._pending_outer_losses = []
+        # What the fusions since the last log line did rides along with the ordinary training loss
+        # (one fusion per line when logging_steps <= K): outer_loss, and kif/* for TensorBoard or W&B.
+        if self._pending_fusions and "loss" in logs:
+            pending, self._pending_fusions = self._pending_fusions, []
+            logs["outer_loss"] = round(sum(p["outer_loss"] for p in pending) / len(pending), 4)
+            for key in pending[-1]:
+                values = [p[key] for p in pending if p[key] is not None]
+                if values and key != "outer_loss":
+                    logs[f"kif/{key}"] = _round(sum(values) / len(values))
         super().log(logs)
 
 
@@ -280,6 +300,23 @@ class _RecurrentKIFCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.trainer.kif.inner_iterations == 0:
             self.trainer.recurrent_step()
+
+
+def _clock():
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()  # GPU work is asynchronous: time what it did, not what it queued
+    return time.perf_counter()
+
+
+def _round(value):
+    return value if value is None else float(f"{value:.6g}")
+
+
+def _digest(params):
+    h = hashlib.sha256()
+    for name in sorted(params):
+        h.update(params[name].detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()
 
 
 def _snapshot(params):

@@ -65,10 +65,23 @@ def train_sentencepiece(texts, vocab_size, special_ids=T5_SPECIAL_IDS, **options
     return buf.getvalue()
 
 
-def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num_layers=2, num_heads=4,
-                  dropout_rate=0.0, seed=0):
-    """Writes config, weights, spiece.model and tokenizer.json to out_dir; returns out_dir."""
+def _save_random_model(model_class, config, out_dir, seed, device, dtype):
+    """Random weights, initialised on ``device`` (a GPU makes billion-parameter shapes quick), saved in dtype."""
     import torch
+
+    torch.manual_seed(seed)
+    with torch.device(device):
+        model = model_class(config)
+    model.to(dtype or torch.float32).save_pretrained(out_dir)
+
+
+def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num_layers=2, num_heads=4,
+                  dropout_rate=0.0, seed=0, model_vocab_size=None, d_kv=None, feed_forward_proj="relu", device="cpu",
+                  dtype=None):
+    """Writes config, weights, spiece.model and tokenizer.json to out_dir; returns out_dir.
+
+    model_vocab_size (>= the tokenizer's), d_kv and feed_forward_proj give real shapes (T5-large:
+    32128, 64, "gated-gelu" for v1.1 / "relu" for v1) with a small tokenizer trained on the spot."""
     from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer, T5TokenizerFast
 
     os.makedirs(out_dir, exist_ok=True)
@@ -79,19 +92,19 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
     fast = T5TokenizerFast(vocab_file=spm_path, extra_ids=0, model_max_length=1024, from_slow=True)
     fast.save_pretrained(out_dir)
     config = T5Config(
-        vocab_size=len(slow), d_model=d_model, d_ff=d_ff, d_kv=d_model // num_heads, num_layers=num_layers,
-        num_decoder_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate,
-        decoder_start_token_id=slow.pad_token_id, pad_token_id=slow.pad_token_id, eos_token_id=slow.eos_token_id,
+        vocab_size=max(len(slow), model_vocab_size or 0), d_model=d_model, d_ff=d_ff, d_kv=d_kv or d_model // num_heads,
+        num_layers=num_layers, num_decoder_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate,
+        feed_forward_proj=feed_forward_proj, decoder_start_token_id=slow.pad_token_id, pad_token_id=slow.pad_token_id,
+        eos_token_id=slow.eos_token_id,
     )
-    torch.manual_seed(seed)
-    T5ForConditionalGeneration(config).save_pretrained(out_dir)
+    _save_random_model(T5ForConditionalGeneration, config, out_dir, seed, device, dtype)
     return out_dir
 
 
 def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, intermediate_size=128, num_layers=2,
-                     num_heads=4, seed=0):
-    """A small LlamaForCausalLM and its LlamaTokenizer (unk 0, bos 1, eos 2; newlines kept as a token)."""
-    import torch
+                     num_heads=4, seed=0, model_vocab_size=None, device="cpu", dtype=None):
+    """A small LlamaForCausalLM and its LlamaTokenizer (unk 0, bos 1, eos 2; newlines kept as a token).
+    model_vocab_size (>= the tokenizer's) gives the real embedding shape (LLaMA-2: 32000)."""
     from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
 
     os.makedirs(out_dir, exist_ok=True)
@@ -104,11 +117,11 @@ def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, interm
                                     user_defined_symbols=["\n"]))
     tokenizer = LlamaTokenizer(spm_path)
     tokenizer.save_pretrained(out_dir)
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=intermediate_size,
-                         num_hidden_layers=num_layers, num_attention_heads=num_heads, max_position_embeddings=1024,
-                         pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    torch.manual_seed(seed)
-    LlamaForCausalLM(config).save_pretrained(out_dir)
+    config = LlamaConfig(vocab_size=max(len(tokenizer), model_vocab_size or 0), hidden_size=hidden_size,
+                         intermediate_size=intermediate_size, num_hidden_layers=num_layers,
+                         num_attention_heads=num_heads, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
+                         eos_token_id=2)
+    _save_random_model(LlamaForCausalLM, config, out_dir, seed, device, dtype)
     return out_dir
 
 

@@ -44,6 +44,8 @@ def check_training_flags(s):
     if s["max_steps"] != -1:  # -1: train for num_epochs
         non_negative("max_steps", s["max_steps"], integer=True)
     non_negative("num_epochs", s["num_epochs"])
+    parse_report_to(s["report_to"])
+    check_tf32(s["tf32"])
     if not (s["max_steps"] > 0 or s["num_epochs"] > 0):
         raise InputError(f"--num_epochs {s['num_epochs']} with --max_steps {s['max_steps']}: no training step "
                          "would happen; give --num_epochs > 0 (or --max_steps > 0)")
@@ -94,25 +96,61 @@ def kif_config(settings):
         raise InputError(str(e)) from None
 
 
-def training_precision(precision):
-    """(fp16, bf16) Trainer flags. auto: fp32 on CPU; bf16 on a GPU that has it, else fp16."""
+def training_precision(precision, backbone="llama"):
+    """(fp16, bf16) Trainer flags. auto (LLaMA): fp32 on CPU; bf16 on a GPU that has it, else fp16.
+    T5 takes fp32 (the released recipe) or bf16: its activations overflow float16."""
     import torch
 
-    if precision not in PRECISIONS:
-        raise InputError(f"--precision must be one of {PRECISIONS}, got {precision!r}")
+    if backbone == "t5" and precision in ("fp16", "auto"):
+        raise InputError(f"--precision {precision}: T5 overflows in float16 (its activations exceed the fp16 "
+                         "range); use fp32 (default) or, on a GPU with bfloat16, bf16")
+    choices = PRECISIONS if backbone == "llama" else ("fp32", "bf16")
+    if precision not in choices:
+        raise InputError(f"--precision must be one of {choices}, got {precision!r}")
     if precision == "auto":
         if not torch.cuda.is_available():
             return False, False
         return (False, True) if torch.cuda.is_bf16_supported() else (True, False)
     if precision != "fp32" and not torch.cuda.is_available():
-        raise InputError(f"--precision {precision} needs a GPU; on CPU use fp32 (or auto)")
+        raise InputError(f"--precision {precision} needs a GPU; on CPU use fp32" + (" (or auto)" if backbone == "llama"
+                                                                                    else ""))
+    if precision == "bf16" and not torch.cuda.is_bf16_supported():
+        raise InputError("--precision bf16: this GPU has no bfloat16 support; use fp32")
     return precision == "fp16", precision == "bf16"
+
+
+REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
+
+
+def parse_report_to(value):
+    """--report_to: none, or a comma-separated list of tensorboard and wandb (optional packages)."""
+    import importlib.util
+
+    names = [v.strip() for v in (value if isinstance(value, (list, tuple)) else str(value).split(",")) if v.strip()]
+    if names in ([], ["none"]):
+        return []
+    unknown = [n for n in names if n not in REPORTERS]
+    if unknown:
+        raise InputError(f"--report_to: unknown {unknown[0]!r}; expected none, or tensorboard and/or wandb "
+                         "(comma-separated)")
+    for name in names:
+        if not any(importlib.util.find_spec(m) for m in REPORTERS[name]):
+            raise InputError(f"--report_to {name}: the optional {REPORTERS[name][0]} package is not installed "
+                             f"(pip install {REPORTERS[name][0]})")
+    return names
+
+
+def check_tf32(tf32):
+    import torch
+
+    if tf32 and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
+        raise InputError("--tf32 needs an NVIDIA GPU of the Ampere generation or newer (compute capability 8+)")
 
 
 def train_and_save(*, plan, model, features, data_collator, kif, settings, micro_batch_size,
                    gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
                    eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
-                   group_by_length=False, eval_batch_size=8):
+                   group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none"):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
     features: list of records -> list of tokenized features (what data_collator takes).
@@ -125,7 +163,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     from .sampling import shuffled_like_released
     from .trainer import FeatureList, RecurrentKIFTrainer
 
-    fp16, bf16 = training_precision(precision)
+    fp16, bf16 = training_precision(precision, backbone)
     # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
     # backend named explicitly; with GPUs it initialises NCCL itself.
     cpu_ddp = world_size > 1 and not torch.cuda.is_available()
@@ -162,7 +200,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         ddp_find_unused_parameters=False if world_size > 1 else None,
         no_cuda=cpu_ddp,
         xpu_backend="gloo" if cpu_ddp else None,
-        report_to="none",
+        report_to=parse_report_to(report_to) or "none",
+        tf32=tf32 or None,
         dataloader_pin_memory=torch.cuda.is_available(),
         seed=seed,
     )
