@@ -3,7 +3,8 @@
 #   GPU          (required) CUDA device index, e.g. 0, or "cpu"
 #   DATA_DIR     data folder (default data/long_sequence)
 #   OUTPUT_PATH  adapters and predictions (default output)
-#   METHOD       RKIF (default), SeqLoRA or Replay
+#   METHOD       RKIF (default), SeqLoRA, Replay, OLoRA, IncLoRA, EWC or MTL
+#   SEED         42 (default); another seed trains and scores into its own folders (suffix _seed{n})
 #   DATASET_IDS  orders to run (default "4 5 6 1 2 3"); an order may be a JSON file of task names
 #   PYTHON       interpreter (default .venv/bin/python if present, else python)
 #   BATCH_SIZE   generation batch of the test scripts (default 32)
@@ -21,6 +22,10 @@ if [ -z "${PYTHON:-}" ]; then
 fi
 BATCH_SIZE=${BATCH_SIZE:-32}  # generation batch of the test scripts
 RESUME=${RESUME:-1}
+SEED=${SEED:-42}
+case "$SEED" in ''|*[!0-9]*) echo "error: SEED must be a non-negative integer, got '$SEED'" >&2; exit 2 ;; esac
+SEED_SUFFIX=""
+[ "$SEED" -ne 42 ] && SEED_SUFFIX="_seed$SEED"
 case "$RESUME" in 0|1) ;; *) echo "error: RESUME must be 0 or 1, got '$RESUME'" >&2; exit 2 ;; esac
 if [ "$GPU" = cpu ]; then export CUDA_VISIBLE_DEVICES=""; else export CUDA_VISIBLE_DEVICES="$GPU"; fi
 
@@ -38,13 +43,14 @@ train_grid() {
     order_name=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks --name "$dataset_id")
     task_id=0
     for task in $tasks; do
-      out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}/${task_id}-${task}"
+      out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}${SEED_SUFFIX}/${task_id}-${task}"
       if [ -f "$out/adapter_model.bin" ]; then
         echo "skip: order $dataset_id task $task_id-$task (adapter exists at $out)"
       else
         echo "train: order $dataset_id task $task_id-$task"
         "$PYTHON" "$script" --method_name "$METHOD" --base_model "$BASE_MODEL" --data_dir "$DATA_DIR" \
-          --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" --task_id "$task_id" "${resume[@]}" "$@"
+          --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" --task_id "$task_id" --seed "$SEED" \
+          "${resume[@]}" "$@"
       fi
       task_id=$((task_id + 1))
     done
@@ -61,7 +67,7 @@ test_grid() {
   [ $# -gt 0 ] && shift
   for dataset_id in $DATASET_IDS; do
     flags=(--base_model "$BASE_MODEL" --dataset_id "$dataset_id" --method_name "$METHOD"
-           --data_dir "$DATA_DIR" --output_path "$OUTPUT_PATH")
+           --data_dir "$DATA_DIR" --output_path "$OUTPUT_PATH" --seed "$SEED")
     for g in "${generators[@]}"; do
       "$PYTHON" "$g" "${flags[@]}" --batch_size "$BATCH_SIZE" "$@"
     done

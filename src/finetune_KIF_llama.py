@@ -15,6 +15,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from rkif.flags import run  # noqa: E402
+from rkif.methods import EWC_LAMBDA  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
 
 LLAMA_FIELDS = ("instruction", "input", "output")
@@ -22,7 +23,7 @@ LLAMA_FIELDS = ("instruction", "input", "output")
 
 def train(
     # method
-    method_name: str = "RKIF",  # RKIF | SeqLoRA | Replay
+    method_name: str = "RKIF",  # RKIF | SeqLoRA | Replay | OLoRA | IncLoRA | EWC | MTL
     inner_iterations: int = 8,
     outer_iterations: int = 4,
     train_batch_size_outer: int = 64,
@@ -34,6 +35,9 @@ def train(
     memory_data_ratio: float = 2,
     outer_optimizer: str = "shared",  # shared (the working T5 recipe) | separate (own AdamW at outer_lr)
     outer_lr: float = 1e-3,
+    lambda_orth: float = 0.5,  # OLoRA: weight of the orthogonality penalty (the O-LoRA release's value)
+    lambda_l2: float = 0.0,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch
+    ewc_lambda: float = EWC_LAMBDA,  # EWC: weight of the Fisher penalty
     # model and data
     base_model: str = "",
     data_dir: str = "data/long_sequence",
@@ -96,18 +100,22 @@ def train(
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed, suffix="", fields=LLAMA_FIELDS)
+    if plan.nothing_to_do:
+        print(plan.nothing_to_do)
+        return
     resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
     print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
                    world_size)
 
     import torch
     import transformers
-    from peft import PeftModel, TaskType
+    from peft import TaskType
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
     from rkif.causal import load_tokenizer, tokenize_causal
     from rkif.flags import load_pretrained
-    from rkif.lora import new_lora_model
+    from rkif.methods import get_method
+    from rkif.methods.setup import prepare_task_model
 
     transformers.set_seed(seed)
     tokenizer = load_tokenizer(base_model, cache_dir)
@@ -124,11 +132,10 @@ def train(
         from peft import prepare_model_for_int8_training
 
         model = prepare_model_for_int8_training(model)
-    if plan.previous_adapter:
-        model = PeftModel.from_pretrained(model, plan.previous_adapter, is_trainable=True)
-    else:
-        model = new_lora_model(model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-                               target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM)
+    model, extra_loss = prepare_task_model(
+        get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+        target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM, settings=settings,
+        accumulation_steps=gradient_accumulation_steps)
     # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
     # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
     for n, p in model.named_parameters():
@@ -146,6 +153,7 @@ def train(
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
         warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
         resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
+        extra_loss=extra_loss,
         precision=precision, backbone="llama", tf32=tf32, report_to=report_to,
         group_by_length=group_by_length)
 

@@ -14,11 +14,12 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from rkif.flags import run  # noqa: E402
+from rkif.methods import EWC_LAMBDA  # noqa: E402
 
 
 def train(
     # method
-    method_name: str = "RKIF",  # RKIF | SeqLoRA | Replay
+    method_name: str = "RKIF",  # RKIF | SeqLoRA | Replay | OLoRA | IncLoRA | EWC | MTL
     inner_iterations: int = 8,
     outer_iterations: int = 4,
     train_batch_size_outer: int = 8,
@@ -30,6 +31,9 @@ def train(
     memory_data_ratio: float = 2,  # percent of each earlier task's training set kept in memory
     outer_optimizer: str = "shared",  # shared (released) | separate (own AdamW at outer_lr)
     outer_lr: float = 1e-3,  # used only with --outer_optimizer separate, as in the released T5 recipe
+    lambda_orth: float = 0.5,  # OLoRA: weight of the orthogonality penalty (the O-LoRA release's value)
+    lambda_l2: float = 0.0,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch
+    ewc_lambda: float = EWC_LAMBDA,  # EWC: weight of the Fisher penalty
     # model and data
     base_model: str = "",
     data_dir: str = "data/long_sequence",
@@ -77,15 +81,19 @@ def train(
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
                      val_set_size=val_set_size, seed=seed)
+    if plan.nothing_to_do:
+        print(plan.nothing_to_do)
+        return
     resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
     print_settings("Training T5-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps, world_size)
 
     import transformers
-    from peft import PeftModel, TaskType
+    from peft import TaskType
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
     from rkif.flags import load_pretrained
-    from rkif.lora import new_lora_model
+    from rkif.methods import get_method
+    from rkif.methods.setup import prepare_task_model
     from rkif.seq2seq import tokenize_seq2seq
 
     transformers.set_seed(seed)
@@ -94,11 +102,10 @@ def train(
     # of the torch RNG after set_seed, as with the released device_map="auto" loading.
     model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
                             low_cpu_mem_usage=True)
-    if plan.previous_adapter:
-        model = PeftModel.from_pretrained(model, plan.previous_adapter, is_trainable=True)
-    else:
-        model = new_lora_model(model, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-                               target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM)
+    model, extra_loss = prepare_task_model(
+        get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+        target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM, settings=settings,
+        accumulation_steps=gradient_accumulation_steps)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         model.print_trainable_parameters()
 
@@ -110,6 +117,7 @@ def train(
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
         warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
         resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
+        extra_loss=extra_loss,
         precision=precision, backbone="t5", tf32=tf32, report_to=report_to)
 
 

@@ -20,7 +20,8 @@ from rkif.flags import run  # noqa: E402
 def generate_bwt(base_model: str = "", dataset_id=4, method_name: str = "RKIF",
                  data_dir: str = "data/long_sequence", output_path: str = "output",
                  batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
-                 precision: str = "auto", cache_dir: str = None, service_begin_id: int = -1, matrix: bool = False):
+                 precision: str = "auto", cache_dir: str = None, service_begin_id: int = -1, matrix: bool = False,
+                 seed: int = 42):
     """precision: auto = bf16 on a GPU (fp16 overflows T5), fp32 on CPU.
     service_begin_id: only task i (-1: all). matrix: the adapter after every task t on every task i <= t."""
     flags = {k: v for k, v in locals().items() if k != "matrix"}

@@ -24,9 +24,10 @@ import finetune_KIF_llama  # noqa: E402
 import finetune_KIF_t5lora  # noqa: E402
 from rkif.adapters import adapter_exists  # noqa: E402
 from rkif.cli import evaluate, generate_llama, generate_t5, matrix_title  # noqa: E402
-from rkif.continual import METHODS, adapter_dir  # noqa: E402
+from rkif.continual import DEFAULT_SEED, adapter_dir  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
 from rkif.flags import run  # noqa: E402
+from rkif.methods import METHOD_NAMES, METHODS  # noqa: E402
 from rkif.metrics import plot_matrices, write_report  # noqa: E402
 from rkif.tasks import resolve_order  # noqa: E402
 
@@ -41,7 +42,7 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     for m in methods:
         if m not in METHODS:
-            raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHODS}")
+            raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
     if backbone not in ("t5", "llama"):
         raise InputError(f"--backbone must be t5 or llama, got {backbone!r}")
     train = finetune_KIF_t5lora.train if backbone == "t5" else finetune_KIF_llama.train
@@ -56,24 +57,33 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
         generator = functools.partial(generate_llama, cutoff_len=train_flags.get("cutoff_len", 512),
                                       max_new_tokens=max_new_tokens)
     order_name, tasks = resolve_order(dataset_id)
+    seed = train_flags.get("seed", DEFAULT_SEED)
     common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
     summary, panels = {}, []
     for method in methods:
+        sequential = METHODS[method].sequential
         for t, task in enumerate(tasks):
-            if adapter_exists(adapter_dir(output_path, base_model, method, order_name, t, task)):
+            if not sequential and t < len(tasks) - 1:
+                continue  # trained once, on all tasks, at the last task id
+            if adapter_exists(adapter_dir(output_path, base_model, method, order_name, t, task, seed)):
                 print(f"skip training: {method} task {t}-{task} (adapter exists)")
                 continue
             train(method_name=method, task_id=t, cache_dir=cache_dir, **common,
                   **{"resume_from_checkpoint": None if no_resume else "auto", **train_flags})
-        for kind in (("matrix",) if matrix else ("avgPerf", "bwt")):
+        kinds = ("matrix",) if matrix else ("avgPerf", "bwt")
+        for kind in kinds if sequential else ("avgPerf",):
             generator(kind, method_name=method, batch_size=gen_batch_size, precision=precision, cache_dir=cache_dir,
-                      **common)
-        if matrix:
-            result = evaluate("matrix", method_name=method, **common)
+                      seed=seed, **common)
+        if not sequential:  # OP only: BWT and forgetting are not defined without an adapter per task
+            result = {**evaluate("avgPerf", method_name=method, seed=seed, **common), "BWT": None}
+            if matrix:
+                result["forgetting"] = None
+        elif matrix:
+            result = evaluate("matrix", method_name=method, seed=seed, **common)
             panels.append((result["R"], matrix_title(method, result)))
         else:
-            result = {**evaluate("avgPerf", method_name=method, **common),
-                      **evaluate("bwt", method_name=method, **common)}
+            result = {**evaluate("avgPerf", method_name=method, seed=seed, **common),
+                      **evaluate("bwt", method_name=method, seed=seed, **common)}
         summary[method] = result
 
     rows = [{"method": m, **{k: v for k, v in r.items() if k != "R"}} for m, r in summary.items()]
@@ -85,7 +95,7 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
     keys = [k for k in ("OP", "BWT", "forgetting") if k in rows[0]]
     print(f"{'method':10s}" + "".join(f"{k:>12s}" for k in keys))
     for r in rows:
-        print(f"{r['method']:10s}" + "".join(f"{r[k]:12.4f}" for k in keys))
+        print(f"{r['method']:10s}" + "".join(f"{'':>12s}" if r.get(k) is None else f"{r[k]:12.4f}" for k in keys))
     print(f"written: {prefix}.json, {prefix}.csv")
     return summary
 

@@ -45,15 +45,18 @@ def save_adapter_atomically(model, directory, extra_files=None):
 
     Its presence therefore means the task finished: an interrupted save leaves no adapter_model.bin
     behind, and scripts that skip finished tasks test exactly that file. ``extra_files`` maps file
-    names to text written beside it (e.g. run_info.json).
+    names to text written beside it (e.g. run_info.json), or to a writer(path) for other files.
     """
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, ".adapter.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)
-    for name, text in (extra_files or {}).items():
+    for name, content in (extra_files or {}).items():
+        if callable(content):  # a writer of a binary file
+            content(os.path.join(tmp, name))
+            continue
         with open(os.path.join(tmp, name), "w", encoding="utf-8") as f:
-            f.write(text)
+            f.write(content)
     names = sorted(os.listdir(tmp), key=lambda n: n == ADAPTER_WEIGHTS)
     for name in names:
         os.replace(os.path.join(tmp, name), os.path.join(directory, name))

@@ -2,17 +2,19 @@
 
 import os
 
-from .continual import METHODS
 from .errors import InputError
 from .flags import check_base_model, exit_on_input_error  # noqa: F401 (exit_on_input_error: used by the scripts)
 from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, run_generation
+from .methods import get_method
 from .metrics import plot_matrices, write_report
 from .tasks import resolve_order, task_metrics
 
 
-def _check(method_name, base_model, model_needed=True):
-    if method_name not in METHODS:
-        raise InputError(f"--method_name: unknown method {method_name!r}; expected one of {METHODS}")
+def _check(method_name, base_model, model_needed=True, kind="avgPerf"):
+    method = get_method(method_name)
+    if kind != "avgPerf" and not method.has_bwt:
+        raise InputError(f"--method_name {method_name}: trained once on all tasks, it has no adapter after each "
+                         f"task, so {kind} (BWT, forgetting) is not defined; use the avgPerf (OP) scripts")
     if model_needed:
         check_base_model(base_model)
     elif not base_model:  # it only names the folders
@@ -20,14 +22,14 @@ def _check(method_name, base_model, model_needed=True):
 
 
 def generate(kind, *, make_predictor, base_model, dataset_id, method_name, data_dir, output_path, batch_size,
-             service_begin_id=None, suffix="_T5", fields=("id", "input", "output")):
-    _check(method_name, base_model)
+             service_begin_id=None, suffix="_T5", fields=("id", "input", "output"), seed=42):
+    _check(method_name, base_model, kind=kind)
     order_name, tasks = resolve_order(dataset_id)
     only = None if service_begin_id is None or service_begin_id < 0 else int(service_begin_id)
     pred_dir = run_generation(
         kind=kind, tasks=tasks, order_name=order_name, base_model=base_model, method=method_name,
         output_path=output_path, data_dir=data_dir, batch_size=batch_size, only=only, suffix=suffix, fields=fields,
-        make_predictor=make_predictor)
+        make_predictor=make_predictor, seed=seed)
     print(f"{kind} predictions in {pred_dir}")
     return pred_dir
 
@@ -65,7 +67,7 @@ def matrix_title(name, summary):
 
 
 def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, pred_dir=None,
-             avgperf_dir=None, model_name=None, quiet=False):
+             avgperf_dir=None, model_name=None, quiet=False, seed=42):
     """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them.
 
     Folders: pred_dir (and avgperf_dir for bwt) as given, else named from model_name (the released
@@ -76,8 +78,8 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
 
     def folder(k):
         if not model_name:
-            _check(method_name, base_model, model_needed=False)
-        return prediction_dir(output_path, base_model, method_name, order_name, k, model_name)
+            _check(method_name, base_model, model_needed=False, kind=kind)
+        return prediction_dir(output_path, base_model, method_name, order_name, k, model_name, seed)
 
     pred_dir = pred_dir or folder(kind)
     if kind == "avgPerf":

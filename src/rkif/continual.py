@@ -11,19 +11,26 @@ from .adapters import adapter_exists
 from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .memory import build_memory_buffer, validation_set
+from .methods import get_method
 from .tasks import check_task_id, resolve_order, task_metrics
 
-METHODS = ("RKIF", "SeqLoRA", "Replay")
 VAL_PER_TASK = 25  # fixed in the released recipe; val_set_size only switches validation on or off
+DEFAULT_SEED = 42  # runs with another seed get their own folders (suffix _seed{n})
 
 
-def run_dir(output_path, base_model, method, order_name):
-    model_name = os.path.basename(os.path.normpath(base_model))
-    return os.path.join(output_path, f"{model_name}lora_{method}_dataset_id_{order_name}")
+def run_name(model_name, method, order_name, seed=DEFAULT_SEED):
+    """{model_name}_{method}_dataset_id_{order}, plus _seed{n} for a seed other than 42."""
+    suffix = "" if int(seed) == DEFAULT_SEED else f"_seed{int(seed)}"
+    return f"{model_name}_{method}_dataset_id_{order_name}{suffix}"
 
 
-def adapter_dir(output_path, base_model, method, order_name, task_id, task):
-    return os.path.join(run_dir(output_path, base_model, method, order_name), f"{task_id}-{task}")
+def run_dir(output_path, base_model, method, order_name, seed=DEFAULT_SEED):
+    model_name = os.path.basename(os.path.normpath(base_model)) + "lora"
+    return os.path.join(output_path, run_name(model_name, method, order_name, seed))
+
+
+def adapter_dir(output_path, base_model, method, order_name, task_id, task, seed=DEFAULT_SEED):
+    return os.path.join(run_dir(output_path, base_model, method, order_name, seed), f"{task_id}-{task}")
 
 
 @dataclass
@@ -36,6 +43,7 @@ class TaskPlan:
     method: str
     output_dir: str
     previous_adapter: str = None
+    nothing_to_do: str = None  # why this task id trains nothing (MTL trains once, at the last task id)
     train: list = field(default_factory=list)
     memory: list = field(default_factory=list)
     validation: list = field(default_factory=list)
@@ -47,8 +55,7 @@ class TaskPlan:
 
 def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_model,
               memory_data_ratio, val_set_size, seed=42, suffix="_T5", fields=("input", "output")):
-    if method_name not in METHODS:
-        raise InputError(f"--method_name: unknown method {method_name!r}; expected one of {METHODS}")
+    method = get_method(method_name)
     if not base_model:
         raise InputError("--base_model: required (a local model folder or a model id)")
     order_name, tasks = resolve_order(dataset_id)
@@ -59,9 +66,13 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
         raise InputError(f"--memory_data_ratio: must be >= 0 (percent of each earlier task), got {memory_data_ratio}")
 
     plan = TaskPlan(order_name, tasks, task_id, method_name,
-                    adapter_dir(output_path, base_model, method_name, order_name, task_id, tasks[task_id]))
-    if task_id > 0:
-        prev = adapter_dir(output_path, base_model, method_name, order_name, task_id - 1, tasks[task_id - 1])
+                    adapter_dir(output_path, base_model, method_name, order_name, task_id, tasks[task_id], seed))
+    if not method.sequential and task_id != len(tasks) - 1:
+        plan.nothing_to_do = (f"{method_name} trains once, on all {len(tasks)} tasks together, at --task_id "
+                              f"{len(tasks) - 1}; nothing to train for task {task_id}")
+        return plan
+    if task_id > 0 and method.sequential:
+        prev = adapter_dir(output_path, base_model, method_name, order_name, task_id - 1, tasks[task_id - 1], seed)
         if not adapter_exists(prev):
             raise InputError(
                 f"the adapter of task {task_id - 1} ({tasks[task_id - 1]}) is missing at {prev}; "
@@ -75,8 +86,9 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
         path = task_file(data_dir, split, task, suffix)
         return check_task_records(path, load_records(path, fields), metrics[task])
 
-    plan.train = read("train", plan.task)
-    if method_name != "SeqLoRA" and task_id > 0:
+    plan.train = (read("train", plan.task) if method.sequential
+                  else [r for t in tasks for r in read("train", t)])  # MTL: the union of the order's tasks
+    if method.memory != "none" and task_id > 0:
         earlier = [read("train", t) for t in tasks[:task_id]]
         plan.memory = build_memory_buffer(earlier, memory_data_ratio, seed,
                                           free_text=[metrics[t] == "rougeL" for t in tasks[:task_id]])

@@ -5,6 +5,7 @@ uses the same mixin.
 """
 
 from transformers import trainer as _hf_trainer
+from transformers.modeling_utils import unwrap_model
 
 from .loop import KIF_STATE, OUTER_OPTIMIZERS, FeatureList, KIFConfig, RecurrentKIFMixin  # noqa: F401
 
@@ -15,4 +16,17 @@ _Trainer = getattr(_hf_trainer.Trainer, "rkif_original_trainer", _hf_trainer.Tra
 
 class RecurrentKIFTrainer(RecurrentKIFMixin, _Trainer):
     """transformers.Trainer + Recurrent-KIF. Extra keywords: kif_config (KIFConfig), memory_dataset
-    (tokenized features of the earlier tasks' memory; empty or None means plain training)."""
+    (tokenized features of the earlier tasks' memory; empty or None means plain training), extra_loss
+    (callable(model) -> a term added to the training loss, the seam of the O-LoRA and EWC baselines)."""
+
+    def __init__(self, *args, extra_loss=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.extra_loss = extra_loss
+
+    def compute_loss(self, model, inputs, return_outputs=False):
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs)
+        if self.extra_loss is None or not model.training:  # evaluation losses stay the task's
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        loss = loss + self.extra_loss(unwrap_model(model))
+        return (loss, outputs) if return_outputs else loss

@@ -44,6 +44,8 @@ def check_training_flags(s):
     if s["max_steps"] != -1:  # -1: train for num_epochs
         non_negative("max_steps", s["max_steps"], integer=True)
     non_negative("num_epochs", s["num_epochs"])
+    for flag in ("lambda_orth", "lambda_l2", "ewc_lambda"):
+        non_negative(flag, s[flag])
     parse_report_to(s["report_to"])
     check_tf32(s["tf32"])
     if not (s["max_steps"] > 0 or s["num_epochs"] > 0):
@@ -150,16 +152,20 @@ def check_tf32(tf32):
 def train_and_save(*, plan, model, features, data_collator, kif, settings, micro_batch_size,
                    gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
                    eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
-                   group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none"):
+                   group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none",
+                   extra_loss=None):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
     features: list of records -> list of tokenized features (what data_collator takes).
+    extra_loss: the method's extra loss term, callable(model), added to the training loss.
     """
     import torch
     import transformers
 
     from .adapters import save_adapter_atomically
     from .continual import run_info_json
+    from .methods import get_method
+    from .methods.setup import end_of_task_files
     from .sampling import shuffled_like_released
     from .trainer import FeatureList, RecurrentKIFTrainer
 
@@ -169,8 +175,9 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     cpu_ddp = world_size > 1 and not torch.cuda.is_available()
     # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,
     # seeded by set_seed before the model was loaded), before the Trainer's own sampler.
-    train_data = shuffled_like_released(plan.train + (plan.memory if plan.method == "Replay" else []))
-    memory = shuffled_like_released(plan.memory) if plan.method == "RKIF" else []
+    method = get_method(plan.method)
+    train_data = shuffled_like_released(plan.train + (plan.memory if method.memory == "mixed" else []))
+    memory = shuffled_like_released(plan.memory) if method.memory == "outer" else []
     validate = len(plan.validation) > 0
     args = transformers.TrainingArguments(
         output_dir=plan.output_dir,
@@ -205,14 +212,16 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         dataloader_pin_memory=torch.cuda.is_available(),
         seed=seed,
     )
+    train_features = features(train_data)
     trainer = RecurrentKIFTrainer(
         model=model,
         args=args,
-        train_dataset=FeatureList(features(train_data)),
+        train_dataset=FeatureList(train_features),
         eval_dataset=FeatureList(features(plan.validation)) if validate else None,
         data_collator=data_collator,
         kif_config=kif,
         memory_dataset=features(memory) if memory else None,
+        extra_loss=extra_loss,
     )
     model.config.use_cache = False
     if resume_from_checkpoint:
@@ -244,7 +253,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    "best_model_checkpoint": trainer.state.best_model_checkpoint,
                    "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary()},
         )
-        save_adapter_atomically(model, plan.output_dir, {"run_info.json": info})
+        extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size)
+        save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
         print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

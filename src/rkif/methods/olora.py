@@ -1,0 +1,98 @@
+"""O-LoRA (Wang et al. 2023) and IncLoRA: a new LoRA branch per task, the earlier ones frozen.
+
+The branches of tasks 0..t live in one peft LoRA of rank r*(t+1) with lora_alpha*(t+1), so every
+branch keeps the scale alpha/r and the sum B A is the sum of the branches: rows [0, r*t) of each
+lora_A and columns [0, r*t) of each lora_B are the earlier branches, copied from the previous
+adapter and frozen (their gradients are zeroed, so AdamW, without weight decay, never moves
+them); the last r rows / columns are the new branch (A Kaiming-initialised by peft, B zero). The
+saved adapter is therefore a standard peft LoRA that PeftModel.from_pretrained and generation
+load as they are, and inference uses every branch without a task id.
+"""
+
+import json
+import os
+
+import torch
+
+from ..adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
+from ..errors import InputError
+
+
+def lora_modules(model):
+    """(name, module) of every peft LoRA layer of the model."""
+    return [(n, m) for n, m in model.named_modules() if hasattr(m, "lora_A") and "default" in getattr(m, "lora_A", {})]
+
+
+def previous_branches(adapter_dir, task_id):
+    """(rank per branch, alpha per branch, target modules) of the adapter saved after task_id - 1."""
+    with open(os.path.join(adapter_dir, ADAPTER_CONFIG)) as f:
+        config = json.load(f)
+    if config["r"] % task_id:
+        raise InputError(f"{adapter_dir}: rank {config['r']} is not {task_id} branches of one rank; was it trained "
+                         "with another method?")
+    return config["r"] // task_id, config["lora_alpha"] / task_id, config["target_modules"]
+
+
+def copy_previous_branches(model, adapter_dir, old_rank):
+    """Rows [0, old_rank) of every lora_A and columns [0, old_rank) of every lora_B from the saved adapter."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+    saved = torch.load(os.path.join(adapter_dir, ADAPTER_WEIGHTS), map_location="cpu")
+    state = get_peft_model_state_dict(model)
+    if set(saved) != set(state):
+        raise InputError(f"{adapter_dir}: its LoRA tensors do not match the model's ({len(saved)} vs {len(state)})")
+    for key, value in state.items():
+        value = value.clone()
+        if "lora_A" in key:
+            value[:old_rank] = saved[key]
+        else:
+            value[:, :old_rank] = saved[key]
+        state[key] = value
+    set_peft_model_state_dict(model, state)
+
+
+def freeze_previous_branches(model, old_rank):
+    """Zero the gradients of the earlier branches; returns the hook handles."""
+    handles = []
+    for _, module in lora_modules(model):
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        mask_a = torch.ones_like(a)
+        mask_a[:old_rank] = 0
+        mask_b = torch.ones_like(b)
+        mask_b[:, :old_rank] = 0
+        handles += [a.register_hook(lambda g, m=mask_a: g * m), b.register_hook(lambda g, m=mask_b: g * m)]
+    return handles
+
+
+def orthogonality_penalty(model, old_rank):
+    """sum over LoRA modules of |A_old A_new^T|.sum(): every earlier row of A against every new one."""
+    total = 0.0
+    for _, module in lora_modules(model):
+        a = module.lora_A["default"].weight
+        total = total + (a[:old_rank] @ a[old_rank:].T).abs().sum()
+    return total
+
+
+def l2_penalty(model, old_rank):
+    """sum over LoRA modules of the L2 (Frobenius) norms of the new branch's A and B."""
+    total = 0.0
+    for _, module in lora_modules(model):
+        total = total + module.lora_A["default"].weight[old_rank:].norm() + \
+            module.lora_B["default"].weight[:, old_rank:].norm()
+    return total
+
+
+def branch_penalty(old_rank, lambda_orth, lambda_l2, accumulation_steps):
+    """The extra loss of a training step. O-LoRA's release adds the penalties after dividing the task
+    loss by the accumulation steps, i.e. once per micro-batch; returned here multiplied by the
+    accumulation steps, so that the Trainer's division leaves exactly that."""
+
+    def penalty(model):
+        loss = 0.0
+        if lambda_orth and old_rank:
+            loss = loss + lambda_orth * orthogonality_penalty(model, old_rank)
+        if lambda_l2:
+            loss = loss + lambda_l2 * l2_penalty(model, old_rank)
+        return loss * accumulation_steps
+
+    return penalty

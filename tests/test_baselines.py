@@ -1,0 +1,171 @@
+"""The baselines of the harness: O-LoRA / IncLoRA branches and penalties, EWC, MTL, several seeds."""
+
+import json
+import math
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+from conftest import TASKS, cli_args
+from finetune_KIF_t5lora import main
+from rkif.continual import adapter_dir, plan_task, run_dir
+from rkif.methods import ewc, olora
+from rkif.seq2seq import tokenize_seq2seq
+
+
+def lora_t5(tiny_t5, r):
+    return get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5),
+                          LoraConfig(r=r, lora_alpha=2 * r, target_modules=["q", "v"], task_type="SEQ_2_SEQ_LM"))
+
+
+def test_orthogonality_and_l2_penalties_by_hand(tiny_t5):
+    model = lora_t5(tiny_t5, 4)
+    modules = olora.lora_modules(model)
+    assert len(modules) == 12  # q and v of 2 encoder self-attention, 2 decoder self- and 2 cross-attention layers
+    rows = torch.tensor([[1.0, 2.0], [0.0, 1.0], [3.0, 0.0], [1.0, -1.0]])  # old: rows 0-1, new: rows 2-3
+    with torch.no_grad():
+        for _, m in modules:
+            a, b = m.lora_A["default"].weight, m.lora_B["default"].weight
+            a.zero_()
+            a[:, :2] = rows
+            b.zero_()
+            b[0, 2] = 2.0  # the new branch's B: one entry
+            b[1, 0] = 5.0  # an old branch entry, outside the L2 term
+    # A_old A_new^T = [[1*3 + 2*0, 1*1 + 2*(-1)], [0*3 + 1*0, 0*1 + 1*(-1)]] = [[3, -1], [0, -1]]: |.|.sum() = 5
+    assert olora.orthogonality_penalty(model, 2).item() == pytest.approx(12 * 5)
+    # ||A_new|| = sqrt(9 + 1 + 1), ||B_new|| = 2
+    assert olora.l2_penalty(model, 2).item() == pytest.approx(12 * (math.sqrt(11) + 2))
+    penalty = olora.branch_penalty(2, lambda_orth=0.5, lambda_l2=0.1, accumulation_steps=4)(model)
+    assert penalty.item() == pytest.approx(4 * (0.5 * 60 + 0.1 * 12 * (math.sqrt(11) + 2)))
+    assert olora.branch_penalty(0, 0.5, 0.0, 1)(model) == 0.0  # task 0: no earlier branch, no L2 weight
+
+
+def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
+    for t in tasks:
+        main(cli_args(tiny_t5, bench_dir, out, t, method, val_set_size=0, **extra))
+    return [adapter_dir(out, tiny_t5, method, "order", t, TASKS[t]) for t in range(3)]
+
+
+def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(tiny_t5, bench_dir, tmp_path):
+    from rkif.methods import get_method
+    from rkif.methods.setup import prepare_task_model
+    from rkif.training import train_and_save
+
+    out = str(tmp_path / "out")
+    first, second, _ = run_cli(tiny_t5, bench_dir, out, "OLoRA", tasks=(0,))
+    # task 1 in process, to compare the model in memory with what is saved
+    plan = plan_task(method_name="OLoRA", dataset_id=os.path.join(bench_dir, "order.json"), task_id=1,
+                     data_dir=bench_dir, output_path=out, base_model=tiny_t5, memory_data_ratio=25, val_set_size=0)
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    settings = {"lambda_orth": 0.5, "lambda_l2": 0.0}
+    model, extra_loss = prepare_task_model(get_method("OLoRA"), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan,
+                                           r=8, alpha=32, dropout=0.05, target_modules=["q", "v"],
+                                           task_type="SEQ_2_SEQ_LM", settings=settings, accumulation_steps=2)
+    collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True, return_tensors="pt")
+    trainer = train_and_save(plan=plan, model=model, features=lambda rs: tokenize_seq2seq(rs, tok, 128, 16),
+                             data_collator=collate, kif=None, settings={}, micro_batch_size=2,
+                             gradient_accumulation_steps=2, world_size=1, num_epochs=2, max_steps=-1,
+                             learning_rate=1e-2, warmup_steps=1, eval_steps=100, logging_steps=100, seed=42,
+                             resume_from_checkpoint=None, started=0.0, extra_loss=extra_loss)
+    old, new = torch.load(os.path.join(first, "adapter_model.bin")), torch.load(os.path.join(second,
+                                                                                            "adapter_model.bin"))
+    config = json.load(open(os.path.join(second, "adapter_config.json")))
+    assert config["r"] == 16 and config["lora_alpha"] == 64  # rank r*(t+1), alpha*(t+1): each branch keeps alpha/r
+    for k in old:
+        if "lora_A" in k:
+            assert torch.equal(new[k][:8], old[k]) and not torch.equal(new[k][8:], torch.zeros_like(new[k][8:]))
+        else:
+            assert torch.equal(new[k][:, :8], old[k]) and new[k][:, 8:].abs().sum() > 0
+    # the saved adapter, loaded as any peft LoRA, gives the in-memory model's logits
+    batch = collate(tokenize_seq2seq(json.load(open(os.path.join(bench_dir, "test", "sport_T5.json")))[:4], tok, 128,
+                                     16))
+    trainer.model.eval()
+    loaded = PeftModel.from_pretrained(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), second).eval()
+    with torch.no_grad():
+        a, b = trainer.model(**batch).logits, loaded(**batch).logits
+    assert torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_incremental_lora_has_no_orthogonality_term(tiny_t5, bench_dir, tmp_path):
+    out = str(tmp_path / "out")
+    dirs = run_cli(tiny_t5, bench_dir, out, "IncLoRA")
+    assert json.load(open(os.path.join(dirs[1], "adapter_config.json")))["r"] == 16
+    info = json.load(open(os.path.join(dirs[1], "run_info.json")))
+    assert info["settings"]["method_name"] == "IncLoRA" and info["previous_adapter"] == dirs[0]
+
+
+class Toy(torch.nn.Module):
+    """loss = mean((w * x - y)^2) over a batch, named like a LoRA tensor."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.lora_A = torch.nn.Parameter(torch.tensor(w))
+
+    def forward(self, x, y):
+        return SimpleNamespace(loss=((self.lora_A * x - y) ** 2).mean())
+
+
+def test_ewc_fisher_and_penalty_by_hand():
+    model = Toy([1.0, -2.0])
+    batches = [{"x": torch.tensor([[1.0, 2.0]]), "y": torch.tensor([[0.0, 0.0]])},
+               {"x": torch.tensor([[3.0, 1.0]]), "y": torch.tensor([[1.0, 1.0]])}]
+    fisher = ewc.diagonal_fisher(model, batches, {"lora_A": model.lora_A})
+    # d/dw mean_j (w_j x_j - y_j)^2 = (w_j x_j - y_j) x_j (the mean over 2 entries halves the 2)
+    g1 = torch.tensor([(1 * 1 - 0) * 1, (-2 * 2 - 0) * 2])  # [1, -8]
+    g2 = torch.tensor([(1 * 3 - 1) * 3, (-2 * 1 - 1) * 1])  # [6, -3]
+    assert torch.allclose(fisher["lora_A"], (g1 ** 2 + g2 ** 2) / 2)  # [18.5, 36.5]
+    theta_prev = {"lora_A": torch.tensor([0.5, -1.0])}
+    penalty = ewc.ewc_penalty(model, fisher, theta_prev, ewc_lambda=4.0)
+    # 4 / 2 * (18.5 * 0.5^2 + 36.5 * 1^2) = 2 * (4.625 + 36.5)
+    assert penalty.item() == pytest.approx(2 * (18.5 * 0.25 + 36.5))
+    penalty.backward()
+    before = (model.lora_A.detach() - theta_prev["lora_A"]).abs()
+    with torch.no_grad():
+        model.lora_A -= 0.001 * model.lora_A.grad  # a step on the penalty alone moves toward theta_prev
+    assert ((model.lora_A.detach() - theta_prev["lora_A"]).abs() < before).all()
+
+
+def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path):
+    out = str(tmp_path / "out")
+    dirs = run_cli(tiny_t5, bench_dir, out, "EWC", ewc_lambda=1000)
+    s0 = torch.load(os.path.join(dirs[0], ewc.EWC_STATE), weights_only=False)
+    s1 = torch.load(os.path.join(dirs[1], ewc.EWC_STATE), weights_only=False)
+    saved1 = torch.load(os.path.join(dirs[1], "adapter_model.bin"))
+    assert len(s0["fisher"]) == len(s0["theta_prev"]) == 24
+    for name, f in s1["fisher"].items():  # running: task 1's Fisher adds to task 0's
+        assert (f >= s0["fisher"][name]).all() and (f > s0["fisher"][name]).any()
+    # theta_prev of task 1 is its saved adapter
+    assert all(torch.equal(s1["theta_prev"][n], saved1[n.replace(".default", "")]) for n in s1["theta_prev"])
+    # without the state of the previous task, EWC refuses to start
+    os.remove(os.path.join(dirs[1], ewc.EWC_STATE))
+    with pytest.raises(SystemExit) as e:
+        main(cli_args(tiny_t5, bench_dir, out, 2, "EWC", val_set_size=0))
+    assert e.value.code == 2
+
+
+def test_mtl_trains_once_on_the_union(tiny_t5, bench_dir, tmp_path, capsys):
+    out = str(tmp_path / "out")
+    order = os.path.join(bench_dir, "order.json")
+    plan = plan_task(method_name="MTL", dataset_id=order, task_id=2, data_dir=bench_dir, output_path=out,
+                     base_model=tiny_t5, memory_data_ratio=2, val_set_size=0)
+    counts = {t: len(json.load(open(os.path.join(bench_dir, "train", f"{t}_T5.json")))) for t in TASKS}
+    assert len(plan.train) == sum(counts.values()) == 72 and plan.previous_adapter is None and not plan.memory
+    assert sorted(r["input"] for r in plan.train) == sorted(
+        r["input"] for t in TASKS for r in json.load(open(os.path.join(bench_dir, "train", f"{t}_T5.json"))))
+    dirs = run_cli(tiny_t5, bench_dir, out, "MTL", tasks=(0, 1, 2))
+    assert "MTL trains once, on all 3 tasks together, at --task_id 2; nothing to train for task 0" in \
+        capsys.readouterr().out
+    assert not os.path.exists(dirs[0]) and not os.path.exists(dirs[1])
+    assert json.load(open(os.path.join(dirs[2], "run_info.json")))["num_train_examples"] == 72
+
+
+def test_other_seeds_get_their_own_folders(tiny_t5, bench_dir, tmp_path):
+    assert run_dir("o", "/m/t5-large", "RKIF", "4").endswith("t5-largelora_RKIF_dataset_id_4")
+    assert run_dir("o", "/m/t5-large", "RKIF", "4", seed=7).endswith("t5-largelora_RKIF_dataset_id_4_seed7")
+    out = str(tmp_path / "out")
+    main(cli_args(tiny_t5, bench_dir, out, 0, "SeqLoRA", val_set_size=0, seed=7))
+    assert os.listdir(out) == [f"{os.path.basename(tiny_t5)}lora_SeqLoRA_dataset_id_order_seed7"]
