@@ -134,8 +134,7 @@ def train(
         model = prepare_model_for_int8_training(model)
     model, extra_loss = prepare_task_model(
         get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-        target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM, settings=settings,
-        accumulation_steps=gradient_accumulation_steps)
+        target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM, settings=settings)
     # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
     # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
     for n, p in model.named_parameters():

@@ -104,8 +104,7 @@ def train(
                             low_cpu_mem_usage=True)
     model, extra_loss = prepare_task_model(
         get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-        target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM, settings=settings,
-        accumulation_steps=gradient_accumulation_steps)
+        target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM, settings=settings)
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         model.print_trainable_parameters()
 

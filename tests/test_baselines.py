@@ -39,9 +39,9 @@ def test_orthogonality_and_l2_penalties_by_hand(tiny_t5):
     assert olora.orthogonality_penalty(model, 2).item() == pytest.approx(12 * 5)
     # ||A_new|| = sqrt(9 + 1 + 1), ||B_new|| = 2
     assert olora.l2_penalty(model, 2).item() == pytest.approx(12 * (math.sqrt(11) + 2))
-    penalty = olora.branch_penalty(2, lambda_orth=0.5, lambda_l2=0.1, accumulation_steps=4)(model)
-    assert penalty.item() == pytest.approx(4 * (0.5 * 60 + 0.1 * 12 * (math.sqrt(11) + 2)))
-    assert olora.branch_penalty(0, 0.5, 0.0, 1)(model) == 0.0  # task 0: no earlier branch, no L2 weight
+    penalty = olora.branch_penalty(2, lambda_orth=0.5, lambda_l2=0.1)(model)
+    assert penalty.item() == pytest.approx(0.5 * 60 + 0.1 * 12 * (math.sqrt(11) + 2))
+    assert olora.branch_penalty(0, 0.5, 0.0)(model) == 0.0  # task 0: no earlier branch, no L2 weight
 
 
 def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
@@ -64,7 +64,7 @@ def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(t
     settings = {"lambda_orth": 0.5, "lambda_l2": 0.0}
     model, extra_loss = prepare_task_model(get_method("OLoRA"), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan,
                                            r=8, alpha=32, dropout=0.05, target_modules=["q", "v"],
-                                           task_type="SEQ_2_SEQ_LM", settings=settings, accumulation_steps=2)
+                                           task_type="SEQ_2_SEQ_LM", settings=settings)
     collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True, return_tensors="pt")
     trainer = train_and_save(plan=plan, model=model, features=lambda rs: tokenize_seq2seq(rs, tok, 128, 16),
                              data_collator=collate, kif=None, settings={}, micro_batch_size=2,
@@ -169,3 +169,24 @@ def test_other_seeds_get_their_own_folders(tiny_t5, bench_dir, tmp_path):
     out = str(tmp_path / "out")
     main(cli_args(tiny_t5, bench_dir, out, 0, "SeqLoRA", val_set_size=0, seed=7))
     assert os.listdir(out) == [f"{os.path.basename(tiny_t5)}lora_SeqLoRA_dataset_id_order_seed7"]
+
+
+def test_pipeline_runs_the_baselines_and_mtl_has_no_bwt(tiny_t5, bench_dir, tmp_path):
+    import csv
+
+    from run_pipeline import run_order
+
+    out = str(tmp_path / "out")
+    summary = run_order(base_model=tiny_t5, dataset_id=os.path.join(bench_dir, "order.json"), methods="OLoRA,MTL",
+                        data_dir=bench_dir, output_path=out, matrix=True, gen_batch_size=8, num_epochs=1,
+                        batch_size=4, micro_batch_size=2, val_set_size=0, logging_steps=100, max_input_length=128,
+                        max_length=8)
+    assert len(summary["OLoRA"]["R"]) == 3 and "R" not in summary["MTL"]
+    assert summary["MTL"]["BWT"] is None and 0 <= summary["MTL"]["OP"] <= 1
+    rows = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "summary_dataset_id_order.csv")))}
+    assert rows["MTL"]["BWT"] == "" and rows["MTL"]["forgetting"] == "" and rows["OLoRA"]["BWT"] != ""
+    with pytest.raises(SystemExit) as e:  # and the bwt scripts say why
+        from eval_bwt import main as eval_bwt_main
+        eval_bwt_main([f"--base_model={tiny_t5}", f"--dataset_id={bench_dir}/order.json", "--method_name=MTL",
+                       f"--data_dir={bench_dir}", f"--output_path={out}"])
+    assert e.value.code == 2

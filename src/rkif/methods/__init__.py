@@ -25,7 +25,7 @@ class Method:
 
 
 # EWC's penalty weight, from a sweep on the demo benchmark (README, "Baselines")
-EWC_LAMBDA = 1000.0
+EWC_LAMBDA = 30000.0
 
 METHODS = {m.name: m for m in (
     Method("RKIF", memory="outer"),

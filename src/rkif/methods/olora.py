@@ -82,10 +82,11 @@ def l2_penalty(model, old_rank):
     return total
 
 
-def branch_penalty(old_rank, lambda_orth, lambda_l2, accumulation_steps):
-    """The extra loss of a training step. O-LoRA's release adds the penalties after dividing the task
-    loss by the accumulation steps, i.e. once per micro-batch; returned here multiplied by the
-    accumulation steps, so that the Trainer's division leaves exactly that."""
+def branch_penalty(old_rank, lambda_orth, lambda_l2):
+    """The extra loss of a training step, added to the task loss before the Trainer divides it by the
+    accumulation steps: the penalties count once per optimizer step. (The O-LoRA release adds them
+    after that division, once per micro-batch, but trains with accumulation 1, where both agree; with
+    this recipe's accumulation of 4 its placement would weigh them four times as much.)"""
 
     def penalty(model):
         loss = 0.0
@@ -93,6 +94,6 @@ def branch_penalty(old_rank, lambda_orth, lambda_l2, accumulation_steps):
             loss = loss + lambda_orth * orthogonality_penalty(model, old_rank)
         if lambda_l2:
             loss = loss + lambda_l2 * l2_penalty(model, old_rank)
-        return loss * accumulation_steps
+        return loss
 
     return penalty

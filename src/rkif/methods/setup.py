@@ -6,8 +6,7 @@ from ..errors import InputError
 from . import ewc, olora
 
 
-def prepare_task_model(method, base, plan, *, r, alpha, dropout, target_modules, task_type, settings,
-                       accumulation_steps):
+def prepare_task_model(method, base, plan, *, r, alpha, dropout, target_modules, task_type, settings):
     """(the task's PeftModel, extra loss callable(model) or None)."""
     from peft import PeftModel
 
@@ -24,7 +23,7 @@ def prepare_task_model(method, base, plan, *, r, alpha, dropout, target_modules,
             olora.copy_previous_branches(model, previous, r * t)
             olora.freeze_previous_branches(model, r * t)
         lambda_orth = settings["lambda_orth"] if method.name == "OLoRA" else 0.0
-        return model, olora.branch_penalty(r * t, lambda_orth, settings["lambda_l2"], accumulation_steps)
+        return model, olora.branch_penalty(r * t, lambda_orth, settings["lambda_l2"])
     if previous:
         model = PeftModel.from_pretrained(base, previous, is_trainable=True)
     else:
