@@ -157,7 +157,7 @@ CASES = {
     "empty task file": (lambda d, t: _write(os.path.join(d, "train", "weather_T5.json"), "[]"),
                         "train/weather_T5.json: the task file holds no records"),
     "missing previous adapter": (lambda d, t: {"task_id": 1}, "the adapter of task 0 (weather) is missing"),
-    "unknown method": (lambda d, t: {"method_name": "EWC"}, "--method_name: unknown method 'EWC'"),
+    "unknown method": (lambda d, t: {"method_name": "Foo"}, "--method_name: unknown method 'Foo'"),
     "batch not a multiple": (lambda d, t: {"batch_size": 5}, "--batch_size 5 must be a positive multiple"),
     "bad quantile": (lambda d, t: {"quantile": 1.5}, "--quantile must be in [0, 1]"),
     "fp16 for T5": (lambda d, t: {"precision": "fp16"}, "--precision fp16: T5 overflows in float16"),

@@ -164,3 +164,27 @@ def test_scripts_llama_train_and_score(tiny_llama, bench_dir, tmp_path):
         assert key in p.stdout
     run_dir = tmp_path / "out" / f"{os.path.basename(tiny_llama)}lora_RKIF_dataset_id_pair"
     assert (run_dir.parent / (run_dir.name + "_bwt") / "metrics.json").is_file()
+
+
+@pytest.mark.parametrize("method", ["OLoRA", "EWC"])
+def test_baselines_on_llama(method, tiny_llama, bench_dir, tmp_path):
+    """The baselines' seam is backbone-independent: two LLaMA tasks, the earlier branch frozen / the Fisher saved."""
+    import torch
+
+    out = str(tmp_path / "out")
+    for t in (0, 1):
+        llama_main([f"--base_model={tiny_llama}", f"--data_dir={bench_dir}",
+                    f"--dataset_id={os.path.join(bench_dir, 'order.json')}", f"--task_id={t}", f"--output_path={out}",
+                    f"--method_name={method}", "--num_epochs=1", "--batch_size=4", "--micro_batch_size=2",
+                    "--val_set_size=0", "--logging_steps=100", "--eval_steps=100", "--warmup_steps=0",
+                    "--learning_rate=1e-3"])
+    run = os.path.join(out, f"{os.path.basename(tiny_llama)}lora_{method}_dataset_id_order")
+    first = torch.load(os.path.join(run, "0-weather", "adapter_model.bin"))
+    second = torch.load(os.path.join(run, "1-sport", "adapter_model.bin"))
+    if method == "OLoRA":
+        assert json.load(open(os.path.join(run, "1-sport", "adapter_config.json")))["r"] == 16
+        for k, v in first.items():
+            assert torch.equal(second[k][:8] if "lora_A" in k else second[k][:, :8], v)
+    else:
+        state = torch.load(os.path.join(run, "1-sport", "ewc_state.pt"), weights_only=False)
+        assert len(state["fisher"]) == len(first) and any(not torch.equal(first[k], second[k]) for k in first)
