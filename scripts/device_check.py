@@ -251,7 +251,8 @@ def print_table(report):
             continue
         g = report[f"{backbone}_generation"]
         mem = lambda x: "-" if x is None else f"{x:.1f} GiB"  # noqa: E731
-        print(f"{backbone}: s/step SeqLoRA {t['SeqLoRA']['seconds_per_step']:.3f}, RKIF {t['RKIF']['seconds_per_step']:.3f}"
+        print(f"{backbone}: s/step SeqLoRA {t['SeqLoRA']['seconds_per_step']:.3f}, "
+              f"RKIF {t['RKIF']['seconds_per_step']:.3f}"
               f" (ratio {t['ratio_rkif_over_seqlora']:.2f}); peak memory {mem(t['SeqLoRA']['peak_gpu_memory_gib'])} / "
               f"{mem(t['RKIF']['peak_gpu_memory_gib'])}; outer loop {t['RKIF']['outer_loop_seconds']:.3f} s, fusion "
               f"{t['RKIF']['fusion_seconds']:.4f} s ({t['RKIF']['fusions']} fusions)")

@@ -80,8 +80,8 @@ def test_fusion_statistics_against_a_hand_made_fusion():
     assert stats["delta_in_norm"] == pytest.approx(math.sqrt(6 * 9 + 4 * 1))
     assert stats["delta_out_norm"] == pytest.approx(math.sqrt(6 * 0.25 + 4 * 4))
     # the shares are those of the weights the fusion applied: w_in = 1 / 0 / 0.4 / 0.5 per case
-    fused = fuse({k: torch.zeros_like(v) for k, v in d_in.items()}, d_in, {k: torch.zeros_like(v) for k, v in d_out.items()},
-                 inner, outer)
+    zeros = lambda d: {k: torch.zeros_like(v) for k, v in d.items()}  # noqa: E731
+    fused = fuse(zeros(d_in), d_in, zeros(d_out), inner, outer)
     w_in = torch.cat([fused["a"] / 3.0, fused["b"] / -1.0])
     assert [(w_in == w).float().mean().item() for w in (1.0, 0.0, 0.4, 0.5)] == pytest.approx([0.3, 0.2, 0.1, 0.4])
     # threshold and mask agree

@@ -3,7 +3,7 @@
 import os
 
 from .errors import InputError
-from .flags import check_base_model, exit_on_input_error  # noqa: F401 (exit_on_input_error: used by the scripts)
+from .flags import check_base_model
 from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, run_generation
 from .methods import get_method
 from .metrics import plot_matrices, write_report

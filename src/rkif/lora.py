@@ -49,8 +49,9 @@ def resolve_target_modules(model, names, flag="lora_target_modules"):
 def new_lora_model(model, *, r, alpha, dropout, target_modules, task_type):
     from peft import LoraConfig, get_peft_model
 
+    # a pattern saved by an earlier task was resolved then; names are resolved now
+    if not isinstance(target_modules, str):
+        target_modules = resolve_target_modules(model, target_modules)
     return get_peft_model(model, LoraConfig(
-        r=r, lora_alpha=alpha, lora_dropout=dropout,
-        # a pattern saved by an earlier task was resolved then; names are resolved now
-        target_modules=target_modules if isinstance(target_modules, str) else resolve_target_modules(model, target_modules),
+        r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules,
         bias="none", task_type=task_type))
