@@ -50,6 +50,14 @@ def wait_for(path, proc, timeout=300):
         time.sleep(0.01)
 
 
+def kill_grid_after(env, out, task, step):
+    """Run the grid, SIGKILL its whole process group once task's checkpoint-{step} is complete; its stdout."""
+    p = grid(env, out)
+    wait_for(os.path.join(task_dir(out, env, task), f"checkpoint-{step}", "checkpoint_complete.json"), p)
+    os.killpg(p.pid, signal.SIGKILL)
+    return p.communicate()[0]
+
+
 def assert_same_adapters(out, reference, env):
     for t in range(2):
         a = torch.load(os.path.join(task_dir(out, env, t), "adapter_model.bin"))
@@ -61,24 +69,13 @@ def test_sigkill_three_times_then_the_grid_resumes_to_the_same_adapters(setup):
     root, env, reference = setup
     out = str(root / "killed")
     # 1: killed in task 0 once its first checkpoint is complete
-    p = grid(env, out)
-    wait_for(os.path.join(task_dir(out, env, 0), "checkpoint-3", "checkpoint_complete.json"), p)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_grid_after(env, out, 0, 3)
     assert not os.path.exists(os.path.join(task_dir(out, env, 0), "adapter_model.bin"))
     # 2: rerun, no flags: task 0 resumes; killed in task 1 after its first checkpoint
-    p = grid(env, out)
-    wait_for(os.path.join(task_dir(out, env, 1), "checkpoint-6", "checkpoint_complete.json"), p)
-    os.killpg(p.pid, signal.SIGKILL)
-    stdout, _ = p.communicate()
-    assert "resuming task 0-weather from" in stdout
+    assert "resuming task 0-weather from" in kill_grid_after(env, out, 1, 6)
     # 3: rerun, killed again later in task 1; then its newest checkpoint is left as a kill during the
     # save leaves it: without the KIF state and the completion marker
-    p = grid(env, out)
-    newest = os.path.join(task_dir(out, env, 1), "checkpoint-15")
-    wait_for(os.path.join(newest, "checkpoint_complete.json"), p)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_grid_after(env, out, 1, 15)
     assert not os.path.exists(os.path.join(task_dir(out, env, 1), "adapter_model.bin"))
     newest = sorted(os.listdir(task_dir(out, env, 1)), key=lambda d: int(d.split("-")[-1]))[-1]
     for name in ("kif_state_0.pt", "checkpoint_complete.json"):
@@ -118,10 +115,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_task_ends_the_same(setup):
 def test_naming_an_incomplete_checkpoint_is_an_error_and_restart_is_asked_for(setup):
     root, env, reference = setup
     out = str(root / "named")
-    p = grid(env, out)
-    wait_for(os.path.join(task_dir(out, env, 0), "checkpoint-6", "checkpoint_complete.json"), p)
-    os.killpg(p.pid, signal.SIGKILL)
-    p.wait()
+    kill_grid_after(env, out, 0, 6)
     folder = task_dir(out, env, 0)
     checkpoint = os.path.join(folder, "checkpoint-6")
     os.remove(os.path.join(checkpoint, "trainer_state.json"))
