@@ -116,11 +116,6 @@ def in_range(flag, value, low, high, high_open=False):
         raise InputError(f"--{flag}: must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
 
 
-def one_of(flag, value, choices):
-    if value not in choices:
-        raise InputError(f"--{flag}: expected one of {tuple(choices)}, got {value!r}")
-
-
 def _looks_like_path(text):
     first = text.replace("\\", "/").split("/")[0]
     return (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
