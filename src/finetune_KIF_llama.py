@@ -69,6 +69,7 @@ def train(
     # llm hyperparams
     train_on_inputs: bool = False,
     add_eos_token: bool = True,
+    long_prompts: str = "released",  # released: cut at cutoff_len as released | shorten_input: cut the input's middle
     group_by_length: bool = False,
     prompt_template_name: str = "alpaca",
     resume_from_checkpoint=None,  # a checkpoint folder; the flag alone: the newest complete one; auto: that or step 0
@@ -76,7 +77,7 @@ def train(
 ):
     settings = dict(locals())
     started = time.time()
-    from rkif.causal import check_template
+    from rkif.causal import check_long_prompts, check_template
     from rkif.continual import plan_task
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
@@ -84,6 +85,7 @@ def train(
 
     check_training_flags(settings)
     check_template(prompt_template_name)
+    check_long_prompts(long_prompts)
     training_precision(precision, "llama")  # refuse a bad choice before anything is loaded
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
@@ -112,7 +114,7 @@ def train(
     from peft import TaskType
     from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
-    from rkif.causal import load_tokenizer, tokenize_causal
+    from rkif.causal import load_tokenizer, long_prompt_report, tokenize_causal
     from rkif.flags import load_pretrained
     from rkif.methods import get_method
     from rkif.methods.setup import prepare_task_model
@@ -144,9 +146,11 @@ def train(
     if int(os.environ.get("LOCAL_RANK", 0)) == 0:
         model.print_trainable_parameters()
 
+    long_prompt_counts = long_prompt_report(plan, tokenizer, cutoff_len, long_prompts)
     train_and_save(
-        plan=plan, model=model, kif=kif, settings=settings,
-        features=lambda records: tokenize_causal(records, tokenizer, cutoff_len, train_on_inputs, add_eos_token),
+        plan=plan, model=model, kif=kif, settings=settings, run_info_extra={"long_prompts": long_prompt_counts},
+        features=lambda records: tokenize_causal(records, tokenizer, cutoff_len, train_on_inputs, add_eos_token,
+                                                 long_prompts),
         data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
         micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
         world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,

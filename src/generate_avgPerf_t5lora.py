@@ -18,8 +18,10 @@ from rkif.flags import run  # noqa: E402
 def generate_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF",
                      data_dir: str = "data/long_sequence", output_path: str = "output",
                      batch_size: int = 32, max_input_length: int = 1024, max_length: int = 128,
-                     precision: str = "auto", cache_dir: str = None, seed: int = 42):
-    """precision: auto = bf16 on a GPU (fp16 overflows T5), fp32 on CPU."""
+                     precision: str = "auto", cache_dir: str = None, seed: int = 42,
+                     truncate_inputs: bool = False):
+    """precision: auto = bf16 on a GPU (fp16 overflows T5), fp32 on CPU.
+    truncate_inputs: cut inputs at the training cutoff (default: fed whole, as the released generators)."""
     generate_t5("avgPerf", **locals())
 
 

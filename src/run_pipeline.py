@@ -34,9 +34,10 @@ from rkif.tasks import resolve_order  # noqa: E402
 
 def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_dir="data/long_sequence",
               output_path="output", matrix=False, gen_batch_size=32, max_length=128, max_new_tokens=128,
-              precision="auto", cache_dir=None, no_resume=False, **train_flags):
+              precision="auto", cache_dir=None, no_resume=False, truncate_inputs=False, **train_flags):
     """backbone: t5 (finetune_KIF_t5lora) or llama (finetune_KIF_llama). max_length caps T5 generation,
-    max_new_tokens LLaMA's; precision applies to generation. An unfinished task resumes from its newest
+    max_new_tokens LLaMA's; precision and truncate_inputs (cut test inputs at the training cutoff rather
+    than feed them whole) apply to generation. An unfinished task resumes from its newest
     complete checkpoint unless no_resume (then it restarts at step 0). Other flags go to the training
     script."""
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
@@ -52,10 +53,10 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
                          "training script's")
     if backbone == "t5":
         generator = functools.partial(generate_t5, max_input_length=train_flags.get("max_input_length", 1024),
-                                      max_length=max_length)
+                                      max_length=max_length, truncate_inputs=truncate_inputs)
     else:
         generator = functools.partial(generate_llama, cutoff_len=train_flags.get("cutoff_len", 512),
-                                      max_new_tokens=max_new_tokens)
+                                      max_new_tokens=max_new_tokens, truncate_inputs=truncate_inputs)
     order_name, tasks = resolve_order(dataset_id)
     seed = train_flags.get("seed", DEFAULT_SEED)
     common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)

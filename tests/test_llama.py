@@ -62,9 +62,11 @@ def test_eos_at_the_cutoff_and_truncation(tok):
     assert exact["input_ids"] == full  # no room left: no EOS
     roomy = tokenize_causal([RECORD], tok, cutoff_len=L + 1)[0]
     assert roomy["input_ids"] == full + [tok.eos_token_id]
-    assert tokenize_causal([RECORD], tok, cutoff_len=L + 1, add_eos_token=False)[0]["input_ids"] == full
+    # as released, add_eos_token changes only the prompt masking: the full text still gets its EOS
+    assert tokenize_causal([RECORD], tok, cutoff_len=L + 1, add_eos_token=False)[0]["input_ids"] == roomy["input_ids"]
     cut = tokenize_causal([RECORD], tok, cutoff_len=10)[0]
-    assert cut["input_ids"] == full[:10] and cut["labels"] == [-100] * 10  # only prompt survives: nothing to learn
+    # only prompt survives: the released rule leaves the last token its label
+    assert cut["input_ids"] == full[:10] and cut["labels"] == [-100] * 9 + [full[9]]
 
 
 def test_batched_left_padded_greedy_equals_one_at_a_time(tiny_llama, bench_dir, tmp_path):

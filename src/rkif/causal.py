@@ -11,8 +11,8 @@ PROMPT_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n### Response:\n"
 )
-RESPONSE_MARKER = "### Response:"
 PROMPT_TEMPLATES = ("alpaca",)
+PROMPT_RULES = ("released", "shorten_input")  # --long_prompts
 PAD_ID = 0  # unk in LLaMA's vocabulary; the released recipe pads with it, on the left
 
 
@@ -23,33 +23,135 @@ def alpaca_prompt(instruction, input=None, output=None):
     return text + output if output is not None else text
 
 
+def check_long_prompts(long_prompts):
+    if long_prompts not in PROMPT_RULES:
+        raise InputError(f"--long_prompts must be one of {PROMPT_RULES}, got {long_prompts!r}")
+
+
 def check_template(prompt_template_name):
     if prompt_template_name not in PROMPT_TEMPLATES:
         raise InputError(f"--prompt_template_name: unknown template {prompt_template_name!r}; "
                          f"available: {PROMPT_TEMPLATES}")
 
 
-def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True):
+ELLIPSIS = " ... "  # marks the middle of an input that --long_prompts shorten_input cut out
+
+
+def _tokenize(tokenizer, text, cutoff_len, add_eos):
+    """The released tokenize(): truncate at cutoff_len, append EOS only while there is room."""
+    result = tokenizer(text, truncation=True, max_length=cutoff_len, padding=False)
+    ids, mask = list(result["input_ids"]), list(result["attention_mask"])
+    if add_eos and ids[-1] != tokenizer.eos_token_id and len(ids) < cutoff_len:
+        ids.append(tokenizer.eos_token_id)
+        mask.append(1)
+    return ids, mask
+
+
+def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True):
+    """One example as the released generate_and_tokenize_prompt builds it.
+
+    The full text (prompt + output) always gets EOS when it fits, whatever add_eos_token says;
+    add_eos_token only changes how many prompt tokens are masked: the prompt is tokenized with
+    EOS (when it fits) and one token is taken off its length. So a prompt that alone reaches the
+    cutoff masks cutoff - 1 tokens and the last token of the example keeps its label.
+    """
+    ids, mask = _tokenize(tokenizer, alpaca_prompt(record["instruction"], record["input"], record["output"]),
+                          cutoff_len, add_eos=True)
+    labels = list(ids)
+    if not train_on_inputs:
+        prompt_ids, _ = _tokenize(tokenizer, alpaca_prompt(record["instruction"], record["input"]), cutoff_len,
+                                  add_eos=add_eos_token)
+        prompt_len = len(prompt_ids) - (1 if add_eos_token else 0)
+        labels = [-100] * prompt_len + labels[prompt_len:]
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _full_length(tokenizer, record, input_text):
+    """Tokens of prompt + output + EOS, untruncated."""
+    return len(tokenizer(alpaca_prompt(record["instruction"], input_text, record["output"]))["input_ids"]) + 1
+
+
+def shortened_input(record, tokenizer, cutoff_len):
+    """The input text with its middle cut out (beginning and end kept: the question and the
+    "Answer:" cue sit at either end in this benchmark) so that prompt + output + EOS fit in
+    cutoff_len; the input unchanged when it fits already; "" when nothing of it can stay."""
+    text = record["input"]
+    if _full_length(tokenizer, record, text) <= cutoff_len:
+        return text
+
+    def cut(keep):
+        head = (keep + 1) // 2
+        return text[:head] + ELLIPSIS + text[len(text) - (keep - head):]
+
+    lo, hi = 0, len(text) - 1  # characters kept; binary search for the most that fit
+    if _full_length(tokenizer, record, cut(0)) > cutoff_len:
+        return ""
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if _full_length(tokenizer, record, cut(mid)) <= cutoff_len:
+            lo = mid
+        else:
+            hi = mid - 1
+    return cut(lo)
+
+
+def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True,
+                    long_prompts="released"):
     """Features {input_ids, attention_mask, labels} for prompt + output.
 
-    Truncated to cutoff_len; EOS appended when the text ends before the cutoff. Unless
-    train_on_inputs, the prompt's tokens are labelled -100 so only the response is learned.
+    long_prompts "released" (default): the released rule (released_features), bitwise. A prompt
+    that fills the cutoff there keeps one labelled token (its last one) and an example that
+    overruns the cutoff loses the end of its response. "shorten_input": an example that would
+    overrun first loses the middle of its input text (shortened_input), so the whole response and
+    EOS are learned; only when even an empty input leaves too little room is the response cut.
     """
+    check_long_prompts(long_prompts)
     features = []
     for r in records:
-        full = tokenizer(alpaca_prompt(r["instruction"], r["input"], r["output"]), truncation=True,
-                         max_length=cutoff_len, padding=False)
-        ids, mask = list(full["input_ids"]), list(full["attention_mask"])
-        if add_eos_token and len(ids) < cutoff_len and ids[-1] != tokenizer.eos_token_id:
-            ids.append(tokenizer.eos_token_id)
-            mask.append(1)
-        labels = list(ids)
-        if not train_on_inputs:
-            prompt_len = len(tokenizer(alpaca_prompt(r["instruction"], r["input"]), truncation=True,
-                                       max_length=cutoff_len, padding=False)["input_ids"])
-            labels = [-100] * prompt_len + labels[prompt_len:]
-        features.append({"input_ids": ids, "attention_mask": mask, "labels": labels})
+        if long_prompts == "shorten_input":
+            r = {**r, "input": shortened_input(r, tokenizer, cutoff_len)}
+        features.append(released_features(r, tokenizer, cutoff_len, train_on_inputs, add_eos_token))
     return features
+
+
+def long_prompt_counts(records, tokenizer, cutoff_len=512):
+    """What the cutoff does to these examples under each rule (for run_info.json and the console).
+
+    released: response_cut = examples whose response or EOS is cut at the cutoff; no_response =
+    those whose prompt alone reaches it (learned through the one token the released rule keeps).
+    shorten_input: input_cut = examples whose input loses its middle; response_cut = those that
+    still lose response tokens (even an empty input leaves too little room).
+    """
+    counts = {"examples": len(records), "cutoff_len": cutoff_len,
+              "released": {"response_cut": 0, "no_response": 0},
+              "shorten_input": {"input_cut": 0, "response_cut": 0}}
+    for r in records:
+        if _full_length(tokenizer, r, r["input"]) <= cutoff_len:
+            continue
+        counts["released"]["response_cut"] += 1
+        prompt_len = len(tokenizer(alpaca_prompt(r["instruction"], r["input"]))["input_ids"])
+        counts["released"]["no_response"] += prompt_len >= cutoff_len
+        counts["shorten_input"]["input_cut"] += 1
+        shorter = shortened_input(r, tokenizer, cutoff_len)
+        counts["shorten_input"]["response_cut"] += _full_length(tokenizer, r, shorter) > cutoff_len
+    return counts
+
+
+def long_prompt_report(plan, tokenizer, cutoff_len, rule):
+    """long_prompt_counts of the task's training set, memory and validation set, printed and returned
+    (run_info.json keeps them), so that a user sees what the cutoff costs under either rule."""
+    report = {"rule": rule}
+    print(f"  long prompts (cutoff {cutoff_len}, rule in use: {rule}):")
+    for part in ("train", "memory", "validation"):
+        records = getattr(plan, part)
+        if not records:
+            continue
+        c = report[part] = long_prompt_counts(records, tokenizer, cutoff_len)
+        print(f"    {part}, {c['examples']} examples: released: {c['released']['response_cut']} lose response "
+              f"tokens, {c['released']['no_response']} of them all but one; shorten_input: "
+              f"{c['shorten_input']['input_cut']} inputs shortened, {c['shorten_input']['response_cut']} "
+              "responses still cut")
+    return report
 
 
 def load_tokenizer(base_model, cache_dir=None):
@@ -89,16 +191,39 @@ def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_
     model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir, torch_dtype=dtype)
     model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     model.config.pad_token_id = PAD_ID
-    # A prompt over the cutoff loses its beginning, not the "### Response:" the answer follows.
-    tokenizer.truncation_side = "left"
     return model.to(device).eval(), tokenizer, device
 
 
-def greedy_causal(model, tokenizer, device, prompts, cutoff_len=512, max_new_tokens=128):
-    """Greedy answers: the generated text after the prompt's "### Response:", stripped."""
+def cut_prompt_ids(ids, limit):
+    """A prompt's ids cut to ``limit`` tokens from the beginning: BOS and the last limit - 1 tokens
+    stay, so the "### Response:" that the answer follows is kept (what a tokenizer with
+    truncation_side="left" does)."""
+    return ids if limit is None or len(ids) <= limit else ids[:1] + ids[len(ids) - limit + 1:]
+
+
+def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_prompt_tokens=None, names=None):
+    """Greedy answers: the generated text after the prompt's "### Response:", stripped.
+
+    Prompts are fed whole, as the released generator feeds them, except: max_prompt_tokens cuts each
+    prompt to that many tokens (its beginning goes); a prompt longer than the model's context window
+    (max_position_embeddings) is cut, with a warning naming it (names[i], else its position), so that
+    it and max_new_tokens fit.
+    """
+    import sys
+
     import torch
 
-    enc = tokenizer(prompts, truncation=True, max_length=cutoff_len, padding=True, return_tensors="pt").to(device)
+    window = getattr(model.config, "max_position_embeddings", None)
+    ids = [cut_prompt_ids(x, max_prompt_tokens) for x in tokenizer(prompts, padding=False)["input_ids"]]
+    if window:
+        for k, x in enumerate(ids):
+            if len(x) > window:
+                name = names[k] if names else f"prompt {k}"
+                print(f"warning: {name}: the prompt has {len(x)} tokens, more than the model's context window "
+                      f"({window}); its beginning is cut to {max(window - max_new_tokens, 1)} tokens, keeping the end "
+                      "(instruction and input lose their start; \"### Response:\" stays)", file=sys.stderr)
+                ids[k] = cut_prompt_ids(x, max(window - max_new_tokens, 1))
+    enc = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(device)
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
                              pad_token_id=PAD_ID, eos_token_id=tokenizer.eos_token_id)
@@ -107,14 +232,23 @@ def greedy_causal(model, tokenizer, device, prompts, cutoff_len=512, max_new_tok
     return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
 
 
-def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128):
+def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128,
+                             truncate_inputs=False):
+    """make_predictor(adapter_dir) -> predict(records); prompts fed whole unless truncate_inputs (then
+    cut to cutoff_len from the beginning). predict.lengths / predict.training_cutoff: prompt lengths
+    in tokens and cutoff_len, for the count of test prompts longer than what training saw."""
+
     def make_predictor(adapter_dir):
         model, tokenizer, device = load_causal_for_generation(base_model, adapter_dir, precision, cache_dir)
 
         def predict(records):
             prompts = [alpaca_prompt(r["instruction"], r["input"]) for r in records]
-            return greedy_causal(model, tokenizer, device, prompts, cutoff_len, max_new_tokens)
+            return greedy_causal(model, tokenizer, device, prompts, max_new_tokens,
+                                 cutoff_len if truncate_inputs else None, [r["id"] for r in records])
 
+        predict.lengths = lambda records: [len(x) for x in tokenizer(
+            [alpaca_prompt(r["instruction"], r["input"]) for r in records])["input_ids"]]
+        predict.training_cutoff = cutoff_len
         return predict
 
     return make_predictor

@@ -4,7 +4,8 @@ import os
 
 from .errors import InputError
 from .flags import check_base_model
-from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, run_generation
+from .evaluation import (evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, read_generation_info,
+                         run_generation)
 from .methods import get_method
 from .metrics import plot_matrices, write_report
 from .tasks import resolve_order, task_metrics
@@ -35,20 +36,20 @@ def generate(kind, *, make_predictor, base_model, dataset_id, method_name, data_
 
 
 def generate_t5(kind, *, base_model, max_input_length=1024, max_length=128, precision="auto", cache_dir=None,
-                **flags):
+                truncate_inputs=False, **flags):
     from .seq2seq import seq2seq_predictor_factory
 
     return generate(kind, base_model=base_model, **flags, make_predictor=seq2seq_predictor_factory(
-        base_model, precision, cache_dir, max_input_length, max_length))
+        base_model, precision, cache_dir, max_input_length, max_length, truncate_inputs))
 
 
 def generate_llama(kind, *, base_model, cutoff_len=512, max_new_tokens=128, precision="auto", cache_dir=None,
-                   **flags):
+                   truncate_inputs=False, **flags):
     from .causal import causal_predictor_factory
 
     return generate(kind, base_model=base_model, **flags, suffix="", fields=("id", "instruction", "input", "output"),
                     make_predictor=causal_predictor_factory(base_model, precision, cache_dir, cutoff_len,
-                                                            max_new_tokens))
+                                                            max_new_tokens, truncate_inputs))
 
 
 def _table(rows, summary, title):
@@ -92,6 +93,12 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
         summary["R"] = R
         plot_matrices([(R, matrix_title(os.path.basename(pred_dir), summary))], tasks,
                       os.path.join(pred_dir, "accuracy_matrix.png"))
+    long_inputs = {name: e["over_training_cutoff"] for name, e in read_generation_info(pred_dir).items()}
+    if long_inputs:
+        summary["test_inputs_over_training_cutoff"] = long_inputs
+        if any(long_inputs.values()) and not quiet:
+            print("test inputs longer than the training cutoff: "
+                  + ", ".join(f"{k} {v}" for k, v in long_inputs.items() if v))
     write_report(os.path.join(pred_dir, "metrics"), rows, summary)
     if not quiet:
         _table(rows, {k: v for k, v in summary.items() if k != "R"}, f"{kind}: {pred_dir}")

@@ -8,6 +8,7 @@ Kinds of prediction folder, beside the run folder `{model}lora_{method}_dataset_
 Backbones supply only `make_predictor(adapter_dir) -> predict(records) -> [str]`.
 """
 
+import json
 import os
 import sys
 
@@ -78,8 +79,42 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
         predict = make_predictor(adapters[t])
         for i, path in todo:
             records = tests[i]
-            write_predictions(records, predict, path, batch_size, desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
+            lengths = predict.lengths(records) if hasattr(predict, "lengths") else None
+            if lengths is not None:
+                record_long_inputs(pred_dir, os.path.relpath(path, pred_dir), lengths, predict.training_cutoff)
+            write_predictions(records, predict, path, batch_size, lengths=lengths,
+                              desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
     return pred_dir
+
+
+GENERATION_INFO = "generation_info.json"
+
+
+def record_long_inputs(pred_dir, name, lengths, cutoff):
+    """Count (and print) the test inputs longer than the training cutoff; kept per prediction file in
+    {pred_dir}/generation_info.json, which evaluation copies into metrics.json."""
+    over = sum(n > cutoff for n in lengths)
+    entry = {"examples": len(lengths), "over_training_cutoff": over, "training_cutoff": cutoff,
+             "longest_input_tokens": max(lengths, default=0)}
+    if over:
+        print(f"{name}: {over} of {len(lengths)} test inputs are longer than the training cutoff ({cutoff} "
+              f"tokens; the longest has {entry['longest_input_tokens']}); they are fed whole unless "
+              "--truncate_inputs")
+    path = os.path.join(pred_dir, GENERATION_INFO)
+    info = read_generation_info(pred_dir)
+    info[os.path.splitext(name)[0]] = entry
+    os.makedirs(pred_dir, exist_ok=True)
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        json.dump(info, f, indent=2, sort_keys=True)
+    os.replace(path + ".tmp", path)
+
+
+def read_generation_info(pred_dir):
+    path = os.path.join(pred_dir, GENERATION_INFO)
+    if not os.path.isfile(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 def scoring_records(data_dir, task, metric="accuracy"):

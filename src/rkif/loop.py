@@ -106,6 +106,20 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         if self.kif_enabled:
             self.add_callback(_RecurrentKIFCallback(self))
 
+    def compute_loss(self, model, inputs, return_outputs=False):
+        labels = inputs.get("labels")
+        result = super().compute_loss(model, inputs, return_outputs=return_outputs)
+        if labels is None:
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        # A batch with no label token (every example's prompt fills the cutoff under a rule that
+        # keeps no response token) has a 0/0 mean loss, NaN, which would distort the logged loss
+        # and make eval_loss, and so the best-checkpoint choice, NaN. It has nothing to learn:
+        # count it as 0 (its gradient is zero either way). torch.where keeps any other loss bitwise
+        # and needs no host sync.
+        loss = torch.where((labels != -100).any(), loss, torch.zeros_like(loss))
+        return (loss, outputs) if return_outputs else loss
+
     # --- inner loop --------------------------------------------------------------------
 
     def create_optimizer(self):

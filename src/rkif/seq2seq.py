@@ -41,26 +41,37 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     return model.to(device=device, dtype=dtype).eval(), tokenizer, device
 
 
-def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=1024, max_length=128):
-    """Greedy predictions for a batch of inputs; special tokens (</s>, <pad>) stripped."""
+def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_length=128):
+    """Greedy predictions for a batch of inputs; special tokens (</s>, <pad>) stripped.
+    max_input_length: cut each input to that many tokens; None (default): the whole input, as the
+    released T5 generators feed it."""
     import torch
 
-    enc = tokenizer(texts, max_length=max_input_length, truncation=True, padding=True, return_tensors="pt").to(device)
+    cut = {"max_length": max_input_length, "truncation": True} if max_input_length else {}
+    enc = tokenizer(texts, padding=True, return_tensors="pt", **cut).to(device)
     with torch.inference_mode():
         out = model.generate(**enc, max_length=max_length, num_beams=1, do_sample=False)
     return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
 
 
-def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024, max_length=128):
-    """make_predictor(adapter_dir) -> predict(records) for rkif.evaluation.run_generation."""
+def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024, max_length=128,
+                              truncate_inputs=False):
+    """make_predictor(adapter_dir) -> predict(records) for rkif.evaluation.run_generation.
+
+    Inputs are fed whole unless truncate_inputs (then cut at max_input_length). predict.lengths
+    gives the records' input lengths in tokens and predict.training_cutoff the training cut
+    (max_input_length), for the count of test inputs longer than what training saw.
+    """
 
     def make_predictor(adapter_dir):
         model, tokenizer, device = load_seq2seq_for_generation(base_model, adapter_dir, precision, cache_dir)
 
         def predict(records):
-            return greedy_seq2seq(model, tokenizer, device, [r["input"] for r in records], max_input_length,
-                                  max_length)
+            return greedy_seq2seq(model, tokenizer, device, [r["input"] for r in records],
+                                  max_input_length if truncate_inputs else None, max_length)
 
+        predict.lengths = lambda records: [len(ids) for ids in tokenizer([r["input"] for r in records])["input_ids"]]
+        predict.training_cutoff = max_input_length
         return predict
 
     return make_predictor

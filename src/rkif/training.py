@@ -153,11 +153,12 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
                    eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
                    group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none",
-                   extra_loss=None):
+                   extra_loss=None, run_info_extra=None):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
     features: list of records -> list of tokenized features (what data_collator takes).
     extra_loss: the method's extra loss term, callable(model), added to the training loss.
+    run_info_extra: more entries for run_info.json (the backbone's own reports).
     """
     import torch
     import transformers
@@ -251,7 +252,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    "num_train_examples": len(train_data), "num_validation_examples": len(plan.validation),
                    "global_steps": trainer.state.global_step, "train_metrics": result.metrics,
                    "best_model_checkpoint": trainer.state.best_model_checkpoint,
-                   "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary()},
+                   "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary(),
+                   **(run_info_extra or {})},
         )
         extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size)
         save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
