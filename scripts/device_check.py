@@ -30,6 +30,7 @@ ROOT = os.path.dirname(HERE)
 sys.path.insert(0, os.path.join(ROOT, "src"))
 
 from rkif.flags import run  # noqa: E402
+from rkif.plain_data import load_plain  # noqa: E402
 
 
 def lengthen(data_dir, words):
@@ -117,8 +118,6 @@ def generation_figures(make_predictor, adapter, records, batch_size):
 
 def ddp_check(model, data, order, out, gpus, flags):
     """RKIF task 1 under torchrun on every GPU; the ranks' LoRA digests after each fusion must agree."""
-    import torch
-
     name = os.path.basename(model)
     run_out = os.path.join(out, "ddp")
     shutil.rmtree(run_out, ignore_errors=True)
@@ -138,8 +137,8 @@ def ddp_check(model, data, order, out, gpus, flags):
     task = os.path.join(run_out, f"{name}lora_RKIF_dataset_id_order")
     task = os.path.join(task, next(d for d in os.listdir(task) if d.startswith("1-")))
     checkpoint = os.path.join(task, f"checkpoint-{flags['max_steps']}")
-    digests = [[h["lora_sha256"] for h in torch.load(os.path.join(checkpoint, f"kif_state_{r}.pt"),
-                                                     weights_only=False)["kif_history"]] for r in range(gpus)]
+    digests = [[h["lora_sha256"] for h in load_plain(os.path.join(checkpoint, f"kif_state_{r}.pt"))["kif_history"]]
+               for r in range(gpus)]
     return {"ok": all(d == digests[0] for d in digests) and len(digests[0]) > 0, "ranks": gpus,
             "fusions": len(digests[0]), "backend": "nccl"}
 

@@ -19,12 +19,12 @@ train_grid src/finetune_KIF_llama.py \
   --cutoff_len 512 \
   --val_set_size 25 \
   --lora_r 8 \
-  --lora_alpha 16 \
+  --lora_alpha 32 \
   --lora_dropout 0.05 \
   --lora_target_modules "[q_proj,v_proj]" \
   --train_on_inputs False \
   --add_eos_token True \
-  --group_by_length False \
+  --group_by_length True \
   --prompt_template_name alpaca \
   --inner_iterations 8 \
   --outer_iterations 4 \

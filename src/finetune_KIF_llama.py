@@ -63,7 +63,7 @@ def train(
     report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
     # lora
     lora_r: int = 8,
-    lora_alpha: int = 16,
+    lora_alpha: int = 32,  # the released script's default (its grid passes none)
     lora_dropout: float = 0.05,
     lora_target_modules=("q_proj", "v_proj"),
     # llm hyperparams
@@ -79,11 +79,13 @@ def train(
     started = time.time()
     from rkif.causal import check_long_prompts, check_template
     from rkif.continual import plan_task
+    from rkif.folder_lock import hold_folder
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
-                               train_and_save, training_precision)
+                               set_up_devices, train_and_save, training_precision)
 
     check_training_flags(settings)
+    set_up_devices(int(os.environ.get("WORLD_SIZE", 1)))
     check_template(prompt_template_name)
     check_long_prompts(long_prompts)
     training_precision(precision, "llama")  # refuse a bad choice before anything is loaded
@@ -91,13 +93,8 @@ def train(
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
     lora_target_modules = parse_target_modules(lora_target_modules)
     if load_8bit:
-        import importlib.util
-
-        import torch
-
-        if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
-            raise InputError("--load_8bit needs the optional bitsandbytes package and a GPU; "
-                             "without them leave it off (fp32 on CPU, bf16/fp16 on a GPU)")
+        check_8bit(precision)
+        precision = "fp16"  # Int8 layers compute in fp16; the Trainer's scaler goes with it, as released
     kif = kif_config(settings)
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
@@ -105,60 +102,90 @@ def train(
     if plan.nothing_to_do:
         print(plan.nothing_to_do)
         return
-    resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
-    print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
-                   world_size)
+    # one process per task folder, from before the checkpoints are read until the adapter is saved
+    with hold_folder(plan.output_dir):
+        resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
+        print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
+                       world_size)
+
+        import torch
+        import transformers
+        from peft import TaskType
+        from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
+
+        from rkif.causal import load_tokenizer, long_prompt_report, tokenize_causal
+        from rkif.flags import load_pretrained
+        from rkif.methods import get_method
+        from rkif.methods.setup import prepare_task_model
+
+        transformers.set_seed(seed)
+        tokenizer = load_tokenizer(base_model, cache_dir)
+        fp16, bf16 = training_precision(precision, "llama")
+        # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
+        # of the torch RNG after set_seed, as with the released device_map loading.
+        load_kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
+                       "low_cpu_mem_usage": True}
+        if load_8bit:
+            load_kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
+                           "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
+        model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir, **load_kwargs)
+        if load_8bit:
+            from peft import prepare_model_for_int8_training
+
+            model = prepare_model_for_int8_training(model)
+        model, extra_loss = prepare_task_model(
+            get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+            target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM, settings=settings)
+        # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
+        # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.data = p.data.float()
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            model.print_trainable_parameters()
+
+        long_prompt_counts = long_prompt_report(plan, tokenizer, cutoff_len, long_prompts)
+        train_and_save(
+            plan=plan, model=model, kif=kif, settings=settings, run_info_extra={"long_prompts": long_prompt_counts},
+            features=lambda records: tokenize_causal(records, tokenizer, cutoff_len, train_on_inputs, add_eos_token,
+                                                     long_prompts),
+            data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+            micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+            world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
+            warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
+            resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
+            extra_loss=extra_loss,
+            precision=precision, backbone="llama", tf32=tf32, report_to=report_to,
+            group_by_length=group_by_length)
+
+
+def check_8bit(precision):
+    """--load_8bit where it can work: bitsandbytes installed, a GPU before Hopper, a bitsandbytes that
+    still has what peft 0.4.0 reads, and fp16 (what Int8 layers compute in)."""
+    import importlib.metadata
+    import importlib.util
 
     import torch
-    import transformers
-    from peft import TaskType
-    from transformers import AutoModelForCausalLM, DataCollatorForSeq2Seq
 
-    from rkif.causal import load_tokenizer, long_prompt_report, tokenize_causal
-    from rkif.flags import load_pretrained
-    from rkif.methods import get_method
-    from rkif.methods.setup import prepare_task_model
-
-    transformers.set_seed(seed)
-    tokenizer = load_tokenizer(base_model, cache_dir)
-    fp16, bf16 = training_precision(precision, "llama")
-    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
-    # of the torch RNG after set_seed, as with the released device_map loading.
-    load_kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
-                   "low_cpu_mem_usage": True}
-    if load_8bit:
-        load_kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
-                       "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
-    model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir, **load_kwargs)
-    if load_8bit:
-        from peft import prepare_model_for_int8_training
-
-        model = prepare_model_for_int8_training(model)
-    model, extra_loss = prepare_task_model(
-        get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-        target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM, settings=settings)
-    # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
-    # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
-    for n, p in model.named_parameters():
-        if "lora_" in n:
-            p.data = p.data.float()
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        model.print_trainable_parameters()
-
-    long_prompt_counts = long_prompt_report(plan, tokenizer, cutoff_len, long_prompts)
-    train_and_save(
-        plan=plan, model=model, kif=kif, settings=settings, run_info_extra={"long_prompts": long_prompt_counts},
-        features=lambda records: tokenize_causal(records, tokenizer, cutoff_len, train_on_inputs, add_eos_token,
-                                                 long_prompts),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
-        micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-        world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
-        warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
-        resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
-        extra_loss=extra_loss,
-        precision=precision, backbone="llama", tf32=tf32, report_to=report_to,
-        group_by_length=group_by_length)
+    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+        raise InputError("--load_8bit needs the optional bitsandbytes package and a GPU; "
+                         "without them leave it off (fp32 on CPU, bf16/fp16 on a GPU)")
+    if precision not in ("auto", "fp16"):
+        raise InputError(f"--load_8bit with --precision {precision}: 8-bit layers compute in fp16; use --precision "
+                         "fp16 (or auto), or leave --load_8bit off")
+    major, minor = torch.cuda.get_device_capability()
+    if major >= 9:
+        raise InputError(
+            f"--load_8bit does not work on this GPU (compute capability {major}.{minor}, Hopper or newer) with "
+            "peft 0.4.0: bitsandbytes runs Int8 matmuls on Hopper only from 0.45.0 on, and 0.45.0 removed the "
+            "memory_efficient_backward that peft 0.4.0 reads (bitsandbytes issues #538 and #1450). Leave it off: "
+            "bf16 (the default on this GPU) needs about 14 GB of weights for a 7B model")
+    version = importlib.metadata.version("bitsandbytes")
+    if tuple(int(x) for x in version.split(".")[:2]) >= (0, 45):
+        raise InputError(f"--load_8bit with bitsandbytes {version}: peft 0.4.0 reads memory_efficient_backward, "
+                         "which bitsandbytes removed in 0.45.0; install bitsandbytes<0.45 (0.37 to 0.44 work with "
+                         "peft 0.4.0 on GPUs before Hopper) or leave --load_8bit off")
 
 
 def main(argv=None):

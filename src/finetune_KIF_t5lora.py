@@ -68,11 +68,13 @@ def train(
     settings = dict(locals())
     started = time.time()
     from rkif.continual import plan_task
+    from rkif.folder_lock import hold_folder
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
-                               train_and_save, training_precision)
+                               set_up_devices, train_and_save, training_precision)
 
     check_training_flags(settings)
+    set_up_devices(int(os.environ.get("WORLD_SIZE", 1)))
     training_precision(precision, "t5")
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
@@ -84,40 +86,43 @@ def train(
     if plan.nothing_to_do:
         print(plan.nothing_to_do)
         return
-    resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
-    print_settings("Training T5-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps, world_size)
+    # one process per task folder, from before the checkpoints are read until the adapter is saved
+    with hold_folder(plan.output_dir):
+        resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
+        print_settings("Training T5-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
+                       world_size)
 
-    import transformers
-    from peft import TaskType
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+        import transformers
+        from peft import TaskType
+        from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-    from rkif.flags import load_pretrained
-    from rkif.methods import get_method
-    from rkif.methods.setup import prepare_task_model
-    from rkif.seq2seq import tokenize_seq2seq
+        from rkif.flags import load_pretrained
+        from rkif.methods import get_method
+        from rkif.methods.setup import prepare_task_model
+        from rkif.seq2seq import tokenize_seq2seq
 
-    transformers.set_seed(seed)
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
-    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
-    # of the torch RNG after set_seed, as with the released device_map="auto" loading.
-    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
-                            low_cpu_mem_usage=True)
-    model, extra_loss = prepare_task_model(
-        get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
-        target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM, settings=settings)
-    if int(os.environ.get("LOCAL_RANK", 0)) == 0:
-        model.print_trainable_parameters()
+        transformers.set_seed(seed)
+        tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
+        # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
+        # of the torch RNG after set_seed, as with the released device_map="auto" loading.
+        model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
+                                low_cpu_mem_usage=True)
+        model, extra_loss = prepare_task_model(
+            get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+            target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM, settings=settings)
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            model.print_trainable_parameters()
 
-    train_and_save(
-        plan=plan, model=model, kif=kif, settings=settings,
-        features=lambda records: tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length),
-        data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
-        micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-        world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
-        warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
-        resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
-        extra_loss=extra_loss,
-        precision=precision, backbone="t5", tf32=tf32, report_to=report_to)
+        train_and_save(
+            plan=plan, model=model, kif=kif, settings=settings,
+            features=lambda records: tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length),
+            data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+            micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
+            world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
+            warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
+            resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
+            extra_loss=extra_loss,
+            precision=precision, backbone="t5", tf32=tf32, report_to=report_to)
 
 
 def main(argv=None):

@@ -1,5 +1,6 @@
 import math
 
+import pytest
 import torch
 
 from rkif.importance import ImportanceTracker
@@ -37,16 +38,18 @@ def test_tracks_only_lora_tensors_with_gradients():
     assert set(t.scores()) == {"q.lora_B.default.weight"}
 
 
-def test_nan_gradient_skips_whole_update_and_is_counted():
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_nonfinite_gradient_skips_whole_update_and_is_counted(bad):
     t = ImportanceTracker(0.85, 0.85)
     a, b = param([1.0, 1.0], [1.0, 1.0]), param([1.0], [2.0])
     t.update([("a.lora_A", a), ("b.lora_B", b)])
     before = {n: v.clone() for n, v in t.scores().items()}
-    b.grad = torch.tensor([float("nan")])
+    b.grad = torch.tensor([bad])
     assert t.update([("a.lora_A", a), ("b.lora_B", b)]) is False
-    assert t.nan_skips == 1 and t.num_updates == 1
+    assert t.nonfinite_skips == 1 and t.num_updates == 1
     for n, v in t.scores().items():
         assert torch.equal(v, before[n])
+    assert all(torch.isfinite(v).all() for v in t.scores().values())
 
 
 def test_reset_clears_state_and_counters():
@@ -56,4 +59,4 @@ def test_reset_clears_state_and_counters():
     p.grad = torch.tensor([1.0])
     t.update([("x.lora_A", p)])
     t.reset()
-    assert t.scores() == {} and t.num_updates == 0 and t.nan_skips == 0
+    assert t.scores() == {} and t.num_updates == 0 and t.nonfinite_skips == 0

@@ -77,7 +77,8 @@ def test_sigkill_three_times_then_the_grid_resumes_to_the_same_adapters(setup):
     # save leaves it: without the KIF state and the completion marker
     kill_grid_after(env, out, 1, 15)
     assert not os.path.exists(os.path.join(task_dir(out, env, 1), "adapter_model.bin"))
-    newest = sorted(os.listdir(task_dir(out, env, 1)), key=lambda d: int(d.split("-")[-1]))[-1]
+    newest = sorted((d for d in os.listdir(task_dir(out, env, 1)) if d.startswith("checkpoint-")),
+                    key=lambda d: int(d.split("-")[-1]))[-1]
     for name in ("kif_state_0.pt", "checkpoint_complete.json"):
         os.remove(os.path.join(task_dir(out, env, 1), newest, name))
     p = grid(env, out)
@@ -119,7 +120,7 @@ def test_naming_an_incomplete_checkpoint_is_an_error_and_restart_is_asked_for(se
     folder = task_dir(out, env, 0)
     checkpoint = os.path.join(folder, "checkpoint-6")
     os.remove(os.path.join(checkpoint, "trainer_state.json"))
-    before = {d: sorted(os.listdir(os.path.join(folder, d))) for d in os.listdir(folder)}
+    before = {d: sorted(os.listdir(os.path.join(folder, d))) for d in os.listdir(folder) if d.startswith("checkpoint-")}
     q = subprocess.run([sys.executable, os.path.join(ROOT, "src", "finetune_KIF_t5lora.py"),
                         "--base_model", env["BASE_MODEL"], "--data_dir", env["DATA_DIR"], "--dataset_id",
                         env["DATASET_IDS"], "--task_id", "0", "--output_path", out, *FLAGS,
@@ -127,7 +128,8 @@ def test_naming_an_incomplete_checkpoint_is_an_error_and_restart_is_asked_for(se
     assert q.returncode == 2 and "Traceback" not in q.stderr
     assert (f"error: --resume_from_checkpoint: {checkpoint} is incomplete (trainer_state.json is missing)"
             in q.stderr)
-    assert {d: sorted(os.listdir(os.path.join(folder, d))) for d in os.listdir(folder)} == before
+    assert {d: sorted(os.listdir(os.path.join(folder, d))) for d in os.listdir(folder)
+            if d.startswith("checkpoint-")} == before
     # RESUME=0 restarts the task at step 0, dropping the old checkpoints, and still ends the same
     p = grid(env, out, RESUME="0")
     stdout, stderr = p.communicate(timeout=600)

@@ -190,3 +190,20 @@ def test_baselines_on_llama(method, tiny_llama, bench_dir, tmp_path):
     else:
         state = torch.load(os.path.join(run, "1-sport", "ewc_state.pt"), weights_only=False)
         assert len(state["fisher"]) == len(first) and any(not torch.equal(first[k], second[k]) for k in first)
+
+
+def test_outer_lr_zero_reproduces_the_released_llama_outer_learner(tiny_llama, bench_dir, tmp_path):
+    """--outer_optimizer separate --outer_lr 0: the outer loop measures importance and moves no weight
+    (delta_out = 0 at every fusion), as the released fp16 LLaMA recipe's outer optimizer at lr 0 did."""
+    out = str(tmp_path / "out")
+    for t in (0, 1):
+        llama_main([f"--base_model={tiny_llama}", f"--data_dir={bench_dir}",
+                    f"--dataset_id={os.path.join(bench_dir, 'order.json')}", f"--task_id={t}", f"--output_path={out}",
+                    "--num_epochs=1", "--batch_size=4", "--micro_batch_size=2", "--train_batch_size_outer=4",
+                    "--inner_iterations=2", "--outer_iterations=2", "--memory_data_ratio=25", "--val_set_size=0",
+                    "--logging_steps=100", "--warmup_steps=0", "--outer_optimizer=separate", "--outer_lr=0"])
+    info = json.load(open(os.path.join(out, f"{os.path.basename(tiny_llama)}lora_RKIF_dataset_id_order", "1-sport",
+                                       "run_info.json")))
+    history = info["kif"]["fusion_history"]
+    assert len(history) == info["global_steps"] // 2 > 0
+    assert all(h["delta_out_norm"] == 0.0 and h["delta_in_norm"] > 0 for h in history)

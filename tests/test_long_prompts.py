@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollat
 
 from finetune_KIF_llama import main as llama_main
 from rkif.causal import (ELLIPSIS, alpaca_prompt, causal_predictor_factory, greedy_causal, load_tokenizer,
-                         long_prompt_counts, shortened_input, tokenize_causal)
+                         long_prompt_counts, released_answer, shortened_input, tokenize_causal)
 from rkif.cli import evaluate, generate_t5
 from rkif.continual import adapter_dir
 from rkif.tiny import build_tiny_llama, llama_corpus
@@ -153,18 +153,24 @@ def test_training_with_prompts_over_the_cutoff_logs_finite_losses(tiny_llama, be
     assert len(logged) > 3 and all(v == 0.0 for v in logged)
 
 
-def manual_greedy(model, ids, steps, eos):
-    """Greedy decoding by hand: argmax of the last position, appended, step by step."""
-    ids = torch.tensor([ids])
-    out = []
+def manual_greedy(model, tok, ids, steps):
+    """Greedy decoding by hand (argmax of the last position, appended, until EOS), the whole sequence
+    decoded with its special tokens and the answer taken after "### Response:", as released."""
+    seq = torch.tensor([ids])
     with torch.no_grad():
         for _ in range(steps):
-            nxt = model(input_ids=ids).logits[0, -1].argmax().item()
-            if nxt == eos:
+            nxt = model(input_ids=seq).logits[0, -1].argmax().item()
+            seq = torch.cat([seq, torch.tensor([[nxt]])], dim=1)
+            if nxt == tok.eos_token_id:
                 break
-            out.append(nxt)
-            ids = torch.cat([ids, torch.tensor([[nxt]])], dim=1)
-    return out
+    return tok.decode(seq[0].tolist()).split("### Response:")[1].strip().replace("</s>", "")
+
+
+def test_released_answer():
+    assert released_answer("<s> Below is.\n\n### Response:\nsunny</s>") == "sunny"
+    assert released_answer("<s> x ### Response:\n sun<s> ny</s>") == "sun<s> ny"  # special tokens kept
+    assert released_answer("<s> x ### Response: a ### Response: b") == "a"
+    assert released_answer("no marker") == ""
 
 
 @pytest.fixture(scope="module")
@@ -192,10 +198,10 @@ def test_llama_generation_feeds_the_whole_prompt(tiny_llama, tok, llama_adapter,
     from peft import PeftModel
     merged = PeftModel.from_pretrained(merged, llama_adapter).merge_and_unload().eval()
     ids = tok(alpaca_prompt(LONG["instruction"], LONG["input"]))["input_ids"]
-    expected = tok.decode(manual_greedy(merged, ids, 6, tok.eos_token_id), skip_special_tokens=True).strip()
+    expected = manual_greedy(merged, tok, ids, 6)
     assert whole(records)[0] == expected
     short_ids = ids[:1] + ids[-15:]  # --truncate_inputs: BOS and the prompt's last 15 tokens
-    expected_cut = tok.decode(manual_greedy(merged, short_ids, 6, tok.eos_token_id), skip_special_tokens=True).strip()
+    expected_cut = manual_greedy(merged, tok, short_ids, 6)
     assert cut(records)[0] == expected_cut
     # a prompt over the model's context window: cut to window - max_new_tokens, with a warning naming it
     merged.config.max_position_embeddings = P - 4
@@ -205,7 +211,12 @@ def test_llama_generation_feeds_the_whole_prompt(tiny_llama, tok, llama_adapter,
     err = capsys.readouterr().err
     assert "warning: l_0: the prompt has" in err and f"cut to {P - 10} tokens" in err
     window_ids = ids[:1] + ids[len(ids) - (P - 10) + 1:]
-    assert got == [tok.decode(manual_greedy(merged, window_ids, 6, tok.eos_token_id), skip_special_tokens=True).strip()]
+    assert got == [manual_greedy(merged, tok, window_ids, 6)]
+
+
+def released_t5_answer(tok, ids):
+    """The released T5 generator's answer: decoded with special tokens, </s> and <pad> removed, stripped."""
+    return tok.decode(ids).replace("</s>", "").replace("<pad>", "").strip()
 
 
 def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_dir, tmp_path):
@@ -245,7 +256,7 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
         r = max(range(len(test)), key=lambda k: n[k])  # the longest input, fed whole
         with torch.no_grad():
             enc = tok(test[r]["input"], return_tensors="pt")
-            expect = tok.decode(merged.generate(**enc, max_length=8)[0], skip_special_tokens=True).strip()
+            expect = released_t5_answer(tok, merged.generate(**enc, max_length=8)[0])
         assert preds[r] == expect
     assert n_long > 0
     cut_dir = generate_t5("avgPerf", output_path=out + "_cut", truncate_inputs=True, **{**common, "batch_size": 1})
@@ -254,7 +265,7 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
     with torch.no_grad():
         for r, pred in zip(test, preds):
             enc = tok(r["input"], return_tensors="pt", truncation=True, max_length=cutoff)
-            assert pred == tok.decode(merged.generate(**enc, max_length=8)[0], skip_special_tokens=True).strip()
+            assert pred == released_t5_answer(tok, merged.generate(**enc, max_length=8)[0])
     summary = evaluate("avgPerf", base_model=tiny_t5, dataset_id=order, method_name="RKIF", data_dir=bench_dir,
                        output_path=out, quiet=True)
     assert summary["test_inputs_over_training_cutoff"] == {k: v["over_training_cutoff"] for k, v in info.items()}

@@ -150,3 +150,30 @@ def test_compare_with_released_strips_only_the_state_dict_override():
     assert strip_state_dict_override(script) == "    model.config.use_cache = False\n\n\n    trainer.train()\n"
     with pytest.raises(InputError, match="found 0"):
         strip_state_dict_override("    trainer.train()\n")
+
+
+def test_compare_with_released_edits_each_released_construct_exactly_once():
+    sys.path.insert(0, os.path.join(ROOT, "scripts"))
+    from compare_with_released import edit_released
+
+    from rkif.errors import InputError
+
+    llama = ('    model = LlamaForCausalLM.from_pretrained(\n        base_model,\n        load_in_8bit=True,\n'
+             '        torch_dtype=torch.float16,\n        device_map=device_map,\n    )\n'
+             '            fp16=True,\n            logging_steps=10,\n'
+             '    old_state_dict = model.state_dict\n    model.state_dict = (\n'
+             '        lambda self, *_, **__: get_peft_model_state_dict(\n            self, old_state_dict()\n'
+             '        )\n    ).__get__(model, type(model))\n\n'
+             '    if torch.__version__ >= "2" and sys.platform != "win32":\n        model = torch.compile(model)\n\n'
+             '    trainer.train(resume_from_checkpoint=resume_from_checkpoint)\n')
+    edited = edit_released("src/finetune_KIF_llama.py", llama)
+    assert "load_in_8bit" not in edited and "torch_dtype=torch.float32," in edited and "fp16=False," in edited
+    assert "torch.compile" not in edited and "state_dict" not in edited
+    assert edited.endswith("    trainer.train(resume_from_checkpoint=resume_from_checkpoint)\n")
+    generator = ('import fire\nimport gradio as gr\nimport torch\n    if not load_8bit:\n'
+                 '        model.half()  # seems to fix bugs for some users.\n\n    model.eval()\n'
+                 '    if torch.__version__ >= "2" and sys.platform != "win32":\n        model = torch.compile(model)\n')
+    assert edit_released("src/generate_avgPerf.py", generator) == "import fire\nimport torch\n\n    model.eval()\n"
+    with pytest.raises(InputError, match=r"the released src/generate_avgPerf.py: expected exactly one match for "
+                                         r"the gradio import .*found 0"):
+        edit_released("src/generate_avgPerf.py", generator.replace("import gradio as gr\n", ""))

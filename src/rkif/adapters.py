@@ -8,8 +8,9 @@ model's LoRA tensors key for key is an error.
 import os
 import shutil
 
-import torch
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
+
+from .plain_data import load_plain
 
 ADAPTER_WEIGHTS = "adapter_model.bin"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -28,7 +29,7 @@ def load_adapter_weights(model, directory):
     path = os.path.join(directory, ADAPTER_WEIGHTS)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"{directory}: no {ADAPTER_WEIGHTS} to load")
-    saved = torch.load(path, map_location="cpu")
+    saved = load_plain(path)
     expected = set(get_peft_model_state_dict(model))
     missing, unexpected = expected - set(saved), set(saved) - expected
     if missing or unexpected:

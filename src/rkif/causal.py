@@ -12,6 +12,7 @@ PROMPT_NO_INPUT = (
     "### Instruction:\n{instruction}\n\n### Response:\n"
 )
 PROMPT_TEMPLATES = ("alpaca",)
+RESPONSE_SPLIT = "### Response:"
 PROMPT_RULES = ("released", "shorten_input")  # --long_prompts
 PAD_ID = 0  # unk in LLaMA's vocabulary; the released recipe pads with it, on the left
 
@@ -227,9 +228,21 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
                              pad_token_id=PAD_ID, eos_token_id=tokenizer.eos_token_id)
-    # With left padding every prompt ends at the same column, so the answer is what follows it:
-    # the same text the released recipe took with output.split("### Response:")[1].
-    return [t.strip() for t in tokenizer.batch_decode(out[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)]
+    width = enc["input_ids"].shape[1]
+    answers = []
+    for prompt, row in zip(ids, out.tolist()):
+        new = row[width:]
+        if tokenizer.eos_token_id in new:  # what follows the first EOS is padding of a finished row
+            new = new[:new.index(tokenizer.eos_token_id) + 1]
+        answers.append(released_answer(tokenizer.decode(prompt + new)))
+    return answers
+
+
+def released_answer(text):
+    """The answer as the released generator and scorer take it from the decoded sequence (special
+    tokens included): the text after "### Response:", stripped, with </s> removed."""
+    parts = text.split(RESPONSE_SPLIT)
+    return parts[1].strip().replace("</s>", "") if len(parts) > 1 else ""
 
 
 def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128,

@@ -16,6 +16,7 @@ import random
 import re
 import shutil
 import signal
+import sys
 
 import numpy as np
 import torch
@@ -25,6 +26,8 @@ from transformers.trainer_callback import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .adapters import ADAPTER_WEIGHTS, load_adapter_weights
+from .errors import WriteFailedError, write_failure
+from .plain_data import load_plain
 
 COMPLETE = "checkpoint_complete.json"
 TRAINING_ARGS_NAME = "training_args.bin"  # as transformers.trainer names it
@@ -90,6 +93,15 @@ def newest_complete_checkpoint(output_dir):
             return path, skipped
         skipped.append((path, reason))
     return None, skipped
+
+
+def resume_hint(output_dir):
+    """Where a rerun of a task that stopped on an error picks up."""
+    newest, _ = newest_complete_checkpoint(output_dir)
+    if newest is None:
+        return "There is no complete checkpoint yet: a rerun starts the task at step 0"
+    return (f"A rerun resumes from {newest}, the newest complete checkpoint, with --resume_from_checkpoint "
+            "(the grid scripts and run_pipeline.py pass it by themselves)")
 
 
 class StopOnSignal(TrainerCallback):
@@ -161,17 +173,26 @@ class AdapterCheckpointMixin:
                                   f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save and os.path.exists(os.path.join(checkpoint, COMPLETE)):
             os.remove(os.path.join(checkpoint, COMPLETE))  # rewritten below once every file is new
-        self._defer_rotation = True
         try:
-            super()._save_checkpoint(model, trial, metrics)
-        finally:
-            self._defer_rotation = False
-        self._save_extra_state(checkpoint)
-        if self.args.world_size > 1:
-            torch.distributed.barrier()  # every rank's files are on disk
+            self._defer_rotation = True
+            try:
+                super()._save_checkpoint(model, trial, metrics)
+            finally:
+                self._defer_rotation = False
+            self._save_extra_state(checkpoint)
+            if self.args.world_size > 1:
+                torch.distributed.barrier()  # every rank's files are on disk
+            if self.args.should_save:
+                write_complete_marker(checkpoint, self.state.global_step,
+                                      required_files(self.args.world_size, self.extra_checkpoint_files))
+        except (OSError, RuntimeError) as e:
+            failure = write_failure(e, checkpoint)
+            if failure is None:
+                raise
+            raise WriteFailedError(f"writing {failure[0]} failed: {failure[1]}. {checkpoint} stays incomplete and "
+                                   "will be skipped; nothing complete was removed. "
+                                   + resume_hint(os.path.dirname(checkpoint))) from None
         if self.args.should_save:
-            write_complete_marker(checkpoint, self.state.global_step,
-                                  required_files(self.args.world_size, self.extra_checkpoint_files))
             self._rotate_checkpoints(use_mtime=True, output_dir=os.path.dirname(checkpoint))
 
     def _rotate_checkpoints(self, use_mtime=False, output_dir=None):
@@ -200,20 +221,24 @@ class AdapterCheckpointMixin:
 
     def _load_rng_state(self, checkpoint):
         # transformers 4.28.1 reads this file with torch.load's default, which from torch 2.6 on is
-        # weights_only=True and refuses the numpy RNG state the Trainer itself saved. The file is
-        # this run's own checkpoint, so it is loaded in full.
+        # weights_only=True and refuses the numpy RNG state the Trainer itself saved; load_plain
+        # allows exactly that state's numpy types besides plain data.
         name = f"rng_state_{self.args.process_index}.pth" if self.args.world_size > 1 else "rng_state.pth"
         if checkpoint is None or not os.path.isfile(os.path.join(checkpoint, name)):
             return super()._load_rng_state(checkpoint)
-        state = torch.load(os.path.join(checkpoint, name), weights_only=False)
+        state = load_plain(os.path.join(checkpoint, name))
         random.setstate(state["python"])
         np.random.set_state(state["numpy"])
         torch.random.set_rng_state(state["cpu"])
         if torch.cuda.is_available() and "cuda" in state:
-            if self.args.local_rank != -1:
-                torch.cuda.random.set_rng_state(state["cuda"])
-            else:
-                torch.cuda.random.set_rng_state_all(state["cuda"])
+            try:  # as the stock Trainer: fewer GPUs visible than at save time must not stop a resume
+                if self.args.local_rank != -1:
+                    torch.cuda.random.set_rng_state(state["cuda"])
+                else:
+                    torch.cuda.random.set_rng_state_all(state["cuda"])
+            except Exception as e:  # noqa: BLE001 - IndexError for a missing device, RuntimeError for others
+                print(f"warning: the GPU random states of {checkpoint} could not be restored ({e!r}); the task "
+                      "resumes, but its dropout masks will differ from an uninterrupted run's", file=sys.stderr)
 
     def _load_best_model(self):
         if not isinstance(unwrap_model(self.model), PeftModel):

@@ -11,6 +11,7 @@ from .adapters import adapter_exists
 from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .memory import build_memory_buffer, validation_set
+from .plain_data import check_plain
 from .methods import get_method
 from .tasks import check_task_id, resolve_order, task_metrics
 
@@ -79,6 +80,8 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
                 f"train task {task_id - 1} first"
             )
         plan.previous_adapter = prev
+        # what the task will unpickle from it (the adapter; EWC's state), checked before any work
+        check_plain(os.path.join(prev, name) for name in ("adapter_model.bin", "ewc_state.pt"))
 
     metrics = task_metrics(dataset_id)
 

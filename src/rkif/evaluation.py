@@ -15,8 +15,9 @@ import sys
 from .adapters import adapter_exists
 from .continual import DEFAULT_SEED, adapter_dir, run_dir, run_name
 from .data import check_task_records, load_records, task_file
-from .errors import InputError
-from .generation import write_predictions
+from .errors import InputError, WriteFailedError, write_failure
+from .folder_lock import hold_folder
+from .generation import PARTIAL, write_predictions
 from .metrics import (RELEASED, backward_transfer, check_complete, check_released_order, matrix_metrics,
                       missed_by_released_rule, overall_performance, read_predictions, score)
 
@@ -71,20 +72,42 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
             raise InputError(f"the adapter after task {t} ({tasks[t]}) is missing at {d}; train it first")
     tests = {i: load_records(task_file(data_dir, "test", tasks[i], suffix), fields) for _, i in jobs}
     pred_dir = prediction_dir(output_path, base_model, method, order_name, kind, seed=seed)
-    for t in sorted(adapters):
-        todo = [(i, prediction_file(pred_dir, kind, t, i, tasks[i])) for tt, i in jobs if tt == t]
-        todo = [(i, p) for i, p in todo if not os.path.isfile(p)]
-        if not todo:
-            continue
-        predict = make_predictor(adapters[t])
-        for i, path in todo:
-            records = tests[i]
-            lengths = predict.lengths(records) if hasattr(predict, "lengths") else None
-            if lengths is not None:
-                record_long_inputs(pred_dir, os.path.relpath(path, pred_dir), lengths, predict.training_cutoff)
-            write_predictions(records, predict, path, batch_size, lengths=lengths,
-                              desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
+    with hold_folder(pred_dir, "prediction folder"):
+        for t in sorted(adapters):
+            todo = [(i, prediction_file(pred_dir, kind, t, i, tasks[i])) for tt, i in jobs if tt == t]
+            todo = [(i, p) for i, p in todo if not os.path.isfile(p)]
+            if not todo:
+                continue
+            predict = None
+            free_accelerator_memory()  # the previous adapter's model goes before the next one loads
+            predict = make_predictor(adapters[t])
+            for i, path in todo:
+                try:
+                    records = tests[i]
+                    lengths = predict.lengths(records) if hasattr(predict, "lengths") else None
+                    if lengths is not None:
+                        record_long_inputs(pred_dir, os.path.relpath(path, pred_dir), lengths,
+                                           predict.training_cutoff)
+                    write_predictions(records, predict, path, batch_size, lengths=lengths,
+                                      desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
+                except OSError as e:
+                    file, cause = write_failure(e, pred_dir)
+                    raise WriteFailedError(f"writing {file} failed: {cause}. Finished prediction files are kept, "
+                                           f"and so are the finished lines of {path}{PARTIAL}; a rerun continues "
+                                           "from them") from None
     return pred_dir
+
+
+def free_accelerator_memory():
+    """Collect unreachable models now and hand their GPU memory back, so that two 7B models are never
+    resident at once."""
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 GENERATION_INFO = "generation_info.json"

@@ -23,8 +23,18 @@ def exit_on_input_error(fn, *args, **kwargs):
     try:
         return fn(*args, **kwargs)
     except InputError as e:
+        _close_progress_bars()
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
+
+
+def _close_progress_bars():
+    """An error raised inside a loop leaves its tqdm bar open, to be redrawn at exit below the message;
+    closed first, the `error:` line is the last one printed."""
+    from tqdm import tqdm
+
+    for bar in list(getattr(tqdm, "_instances", ())):
+        bar.close()
 
 
 def _is_flag(token):

@@ -26,6 +26,7 @@ from .adapters import lora_parameters
 from .checkpoints import AdapterCheckpointMixin
 from .fusion import fuse, fusion_statistics, global_mask, global_threshold
 from .importance import ImportanceTracker
+from .plain_data import load_plain
 from .sampling import memory_batch_indices
 
 OUTER_OPTIMIZERS = ("shared", "separate")
@@ -177,16 +178,18 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
                 f"{path} is missing: this checkpoint holds no Recurrent-KIF state for rank {self.args.process_index} "
                 "(was it written with another number of processes?), so the task cannot resume exactly"
             )
-        state = torch.load(path, map_location="cpu", weights_only=False)  # this run's own checkpoint
+        state = load_plain(path)
         if state["global_step"] != self.state.global_step:
             raise RuntimeError(f"{path} is for step {state['global_step']}, the Trainer resumed at "
                                f"{self.state.global_step}")
-        device = next(iter(lora_parameters(self.model).values())).device
-        self.anchor = {n: t.to(device) for n, t in state["anchor"].items()}
+        # each tensor on its own parameter's device: device_map="auto" spreads layers over GPUs
+        params = dict(self.model.named_parameters())
+        on_device = lambda tensors: {n: t.to(params[n].device) for n, t in tensors.items()}  # noqa: E731
+        self.anchor = on_device(state["anchor"])
         for tracker, key in ((self.inner_tracker, "inner_tracker"), (self.outer_tracker, "outer_tracker")):
             st = state[key]
-            tracker.load_state_dict({**st, "sensitivity": {n: t.to(device) for n, t in st["sensitivity"].items()},
-                                     "uncertainty": {n: t.to(device) for n, t in st["uncertainty"].items()}})
+            tracker.load_state_dict({**st, "sensitivity": on_device(st["sensitivity"]),
+                                     "uncertainty": on_device(st["uncertainty"])})
         if self.memory_generator is not None:  # otherwise the Trainer restores the global RNG itself
             self.memory_generator.set_state(state["memory_generator"])
         self.kif_history = list(state["kif_history"])
@@ -226,9 +229,12 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
                 self.scaler.update()
             else:
                 optimizer.step()
-            if self.outer_scheduler is not None:
+            # A step with an inf or NaN gradient (the one the gradient scaler skips) neither enters the
+            # outer importance nor advances the separate outer schedule; the tracker's one fused
+            # finiteness check decides both.
+            finite = self.outer_tracker.update(self.model.named_parameters())
+            if self.outer_scheduler is not None and finite:
                 self.outer_scheduler.step()
-            self.outer_tracker.update(self.model.named_parameters())
             model.zero_grad()
         finally:
             self._in_outer_loop = False
@@ -280,8 +286,8 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             "memory_size": len(self.memory_dataset),
             "fusions": len(self.kif_history),
             "outer_steps": sum(len(h["outer_losses"]) for h in self.kif_history),
-            "inner_nan_skips": self.inner_tracker.nan_skips,
-            "outer_nan_skips": self.outer_tracker.nan_skips,
+            "inner_nonfinite_skips": self.inner_tracker.nonfinite_skips,
+            "outer_nonfinite_skips": self.outer_tracker.nonfinite_skips,
             "fusion_history": self.fusion_history(),
             **{f"kif_{k}": v for k, v in asdict(self.kif).items()},
         }

@@ -42,7 +42,8 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
 
 
 def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_length=128):
-    """Greedy predictions for a batch of inputs; special tokens (</s>, <pad>) stripped.
+    """Greedy predictions for a batch of inputs, decoded as the released generator does: special
+    tokens kept, then </s> and <pad> removed and the text stripped.
     max_input_length: cut each input to that many tokens; None (default): the whole input, as the
     released T5 generators feed it."""
     import torch
@@ -51,7 +52,7 @@ def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_l
     enc = tokenizer(texts, padding=True, return_tensors="pt", **cut).to(device)
     with torch.inference_mode():
         out = model.generate(**enc, max_length=max_length, num_beams=1, do_sample=False)
-    return [t.strip() for t in tokenizer.batch_decode(out, skip_special_tokens=True)]
+    return [t.replace("</s>", "").replace("<pad>", "").strip() for t in tokenizer.batch_decode(out)]
 
 
 def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024, max_length=128,

@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 
-from .errors import InputError
+from .errors import InputError, WriteFailedError, write_failure
 from .flags import check_base_model, in_range, non_negative, positive
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -53,6 +53,29 @@ def check_training_flags(s):
                          "would happen; give --num_epochs > 0 (or --max_steps > 0)")
 
 
+def set_up_devices(world_size):
+    """One GPU per process, chosen before anything touches CUDA.
+
+    Under torchrun each rank takes its LOCAL_RANK's GPU at once: peft 0.4.0 loads a saved adapter
+    onto the current device, which would otherwise be GPU 0 for every rank. A single process that
+    sees several GPUs is refused: the Trainer would wrap the model in DataParallel, multiplying the
+    effective batch by the number of GPUs without a word (and run_info.json would record the wrong one).
+    """
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    n = torch.cuda.device_count()
+    if world_size > 1:
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    elif n > 1:
+        raise InputError(
+            f"this process sees {n} GPUs (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}) and "
+            f"the Trainer would run it as DataParallel, multiplying the effective batch by {n} silently; run one "
+            f"process per GPU with torchrun --nproc_per_node {n} (see \"Several GPUs\"), or give it one GPU with "
+            "CUDA_VISIBLE_DEVICES (the grid scripts' GPU=)")
+
+
 def resolve_resume(resume_from_checkpoint, output_dir):
     """The checkpoint to resume from, or None to start at step 0.
 
@@ -72,7 +95,7 @@ def resolve_resume(resume_from_checkpoint, output_dir):
         if path is None and resume_from_checkpoint is True:
             raise InputError(f"--resume_from_checkpoint: no complete checkpoint-N folder in {output_dir} to resume "
                              "from")
-        return path
+        return checked_plain(path)
     if not isinstance(resume_from_checkpoint, str) or not os.path.isdir(resume_from_checkpoint):
         raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint!r} is not a checkpoint folder "
                          "(give a checkpoint-N folder, the flag alone for the task's newest complete one, or auto)")
@@ -80,7 +103,18 @@ def resolve_resume(resume_from_checkpoint, output_dir):
     if reason:
         raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint} is incomplete ({reason}), so the "
                          "task cannot resume exactly from it; give the flag alone to take the newest complete one")
-    return resume_from_checkpoint
+    return checked_plain(resume_from_checkpoint)
+
+
+def checked_plain(checkpoint):
+    """The checkpoint, once every file the resume will unpickle has loaded as plain data (a crafted
+    file stops the task here, before anything is loaded or written). training_args.bin is never read."""
+    from .plain_data import check_plain
+
+    if checkpoint is not None:
+        check_plain(os.path.join(checkpoint, f) for f in sorted(os.listdir(checkpoint))
+                    if f.endswith((".pt", ".pth", ".bin")) and f != "training_args.bin")
+    return checkpoint
 
 
 def kif_config(settings):
@@ -164,6 +198,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     import transformers
 
     from .adapters import save_adapter_atomically
+    from .checkpoints import resume_hint
     from .continual import run_info_json
     from .methods import get_method
     from .methods.setup import end_of_task_files
@@ -256,7 +291,15 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    **(run_info_extra or {})},
         )
         extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size)
-        save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
+        try:
+            save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
+        except (OSError, RuntimeError) as e:
+            failure = write_failure(e, plan.output_dir)
+            if failure is None:
+                raise
+            raise WriteFailedError(f"writing {failure[0]} failed: {failure[1]}. The task's adapter was not saved "
+                                   f"(no adapter_model.bin in {plan.output_dir}). {resume_hint(plan.output_dir)}"
+                                   ) from None
         print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -10,14 +10,22 @@ import os
 
 import torch
 
+from ..plain_data import load_plain
+
 EWC_STATE = "ewc_state.pt"
 
 
 def ewc_penalty(model, fisher, theta_prev, ewc_lambda):
-    """(ewc_lambda / 2) * sum over LoRA tensors of F * (theta - theta_prev)^2."""
+    """(ewc_lambda / 2) * sum over LoRA tensors of F * (theta - theta_prev)^2.
+
+    fisher and theta_prev are read at set-up, before the Trainer moves the model to its device;
+    each tensor follows its parameter there on first use (kept in the dicts, so copied once).
+    """
     total = 0.0
     for name, p in model.named_parameters():
         if name in fisher:
+            if fisher[name].device != p.device:
+                fisher[name], theta_prev[name] = fisher[name].to(p.device), theta_prev[name].to(p.device)
             total = total + (fisher[name] * (p - theta_prev[name]) ** 2).sum()
     return ewc_lambda / 2 * total
 
@@ -44,5 +52,5 @@ def load_state(adapter_dir, device):
     path = os.path.join(adapter_dir, EWC_STATE)
     if not os.path.isfile(path):
         return None
-    state = torch.load(path, map_location=device, weights_only=False)
+    state = load_plain(path, map_location=device)
     return state["fisher"], state["theta_prev"]

@@ -12,10 +12,9 @@ load as they are, and inference uses every branch without a task id.
 import json
 import os
 
-import torch
-
 from ..adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from ..errors import InputError
+from ..plain_data import load_plain
 
 
 def lora_modules(model):
@@ -37,7 +36,7 @@ def copy_previous_branches(model, adapter_dir, old_rank):
     """Rows [0, old_rank) of every lora_A and columns [0, old_rank) of every lora_B from the saved adapter."""
     from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
-    saved = torch.load(os.path.join(adapter_dir, ADAPTER_WEIGHTS), map_location="cpu")
+    saved = load_plain(os.path.join(adapter_dir, ADAPTER_WEIGHTS))
     state = get_peft_model_state_dict(model)
     if set(saved) != set(state):
         raise InputError(f"{adapter_dir}: its LoRA tensors do not match the model's ({len(saved)} vs {len(state)})")
@@ -51,16 +50,29 @@ def copy_previous_branches(model, adapter_dir, old_rank):
     set_peft_model_state_dict(model, state)
 
 
+def _without_rows(grad, n):
+    grad = grad.clone()
+    grad[:n] = 0
+    return grad
+
+
+def _without_columns(grad, n):
+    grad = grad.clone()
+    grad[:, :n] = 0
+    return grad
+
+
 def freeze_previous_branches(model, old_rank):
-    """Zero the gradients of the earlier branches; returns the hook handles."""
+    """Zero the gradients of the earlier branches (rows of A, columns of B); returns the hook handles.
+
+    The hooks hold no tensor of their own: they are registered while the model is still on the CPU
+    and the Trainer moves it to the GPU afterwards, so a mask made here would meet a CUDA gradient.
+    """
     handles = []
     for _, module in lora_modules(model):
         a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
-        mask_a = torch.ones_like(a)
-        mask_a[:old_rank] = 0
-        mask_b = torch.ones_like(b)
-        mask_b[:, :old_rank] = 0
-        handles += [a.register_hook(lambda g, m=mask_a: g * m), b.register_hook(lambda g, m=mask_b: g * m)]
+        handles += [a.register_hook(lambda g: _without_rows(g, old_rank)),
+                    b.register_hook(lambda g: _without_columns(g, old_rank))]
     return handles
 
 
