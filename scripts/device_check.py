@@ -1,29 +1,42 @@
-"""One prepared check for a GPU machine: real shapes, random weights, the real code paths, no downloads.
+"""One prepared, unattended check for a GPU machine: real shapes, random weights, the real code, no downloads.
 
     .venv/bin/python scripts/device_check.py                 # on the GPU machine (about 5 minutes on one H200)
-    .venv/bin/python scripts/device_check.py --tiny          # the same code on CPU with tiny shapes (< 1 minute)
+    .venv/bin/python scripts/device_check.py --tiny          # the same sections on CPU with tiny shapes
 
 Builds random-weight models of the real shapes (T5-large: d_model 1024, 24+24 layers, 16 heads,
 d_ff 2816 gated-gelu as T5 v1.1, or --t5_d_ff 4096 for v1's relu; vocab 32128; LLaMA-2-7B:
 hidden 4096, 32 heads, intermediate 11008, vocab 32000, --llama_layers of its 32 layers) with a
-small tokenizer trained on the spot, and synthetic tasks with inputs of about --input_words
-words. Through finetune_KIF_*.train and the generation code it measures:
-- seconds per optimizer step of RKIF and SeqLoRA on task 1 from the same task-0 adapter (the
-  ratio), peak GPU memory of each, and the time of one outer loop and of one fusion;
-- batched generation (bf16 on a GPU) against one example at a time: throughput ratio and
-  whether the outputs are identical;
-- with two or more GPUs, a torchrun (NCCL) RKIF task whose ranks must hold bitwise equal LoRA
+small tokenizer trained on the spot, and two synthetic tasks with inputs of about --input_words
+words, and runs these sections, each under its own time limit (--section_seconds); a section
+that fails or runs out of time is recorded with its error and the next one goes on, and
+{out}/device_check.json is rewritten after every section:
+- {backbone}_methods: every method (RKIF, SeqLoRA, Replay, OLoRA, IncLoRA, EWC, MTL) on tasks 0
+  and 1, a few steps each (T5 in fp32 as released, LLaMA in bf16): seconds per step, peak GPU
+  memory, fusions, and the RKIF / SeqLoRA step-time ratio;
+- {backbone}_precisions: RKIF task 1 in the other precisions (T5 bf16; LLaMA fp16 with the
+  gradient scaler) and with the separate outer optimizer;
+- {backbone}_resume: RKIF task 1 stopped at a checkpoint and resumed: the adapter against an
+  uninterrupted run's;
+- {backbone}_generation: batched against one-at-a-time greedy generation (throughput ratio,
+  identical outputs), and the GPU default numerics (bf16 base, LoRA unmerged in fp32) against
+  fp32: the share of equal predictions;
+- ddp (two or more GPUs): a torchrun (NCCL) RKIF task whose ranks must hold bitwise equal LoRA
   weights after every fusion.
-Prints a table and writes {out}/device_check.json (device, versions, every figure).
+The training scripts refuse a process that sees several GPUs (DataParallel); this check runs its
+in-process sections on the first GPU and gives torchrun all of them. With --tiny the GPU-only
+precisions run as fp32 (recorded as such).
 """
 
+import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -68,35 +81,94 @@ def peak_memory_gib():
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
-def training_figures(train, model, data, order, out, flags, tasks):
-    """Task 0 once (SeqLoRA), then task 1 with SeqLoRA and RKIF from that adapter: s/step, memory, fusion."""
-    name = os.path.basename(model)
-    first = os.path.join(out, "task0")
-    train(method_name="SeqLoRA", task_id=0, output_path=first, base_model=model, data_dir=data, dataset_id=order,
-          **flags)
-    result = {}
-    for method in ("SeqLoRA", "RKIF"):
-        run_out = os.path.join(out, method)
-        shutil.rmtree(run_out, ignore_errors=True)
-        shutil.copytree(os.path.join(first, f"{name}lora_SeqLoRA_dataset_id_order", f"0-{tasks[0]}"),
-                        os.path.join(run_out, f"{name}lora_{method}_dataset_id_order", f"0-{tasks[0]}"))
-        peak_memory_reset()
-        train(method_name=method, task_id=1, output_path=run_out, base_model=model, data_dir=data, dataset_id=order,
-              **flags)
-        with open(os.path.join(run_out, f"{name}lora_{method}_dataset_id_order", f"1-{tasks[1]}",
-                               "run_info.json")) as f:
-            info = json.load(f)
-        figures = {"seconds_per_step": info["train_metrics"]["train_runtime"] / info["global_steps"],
-                   "steps": info["global_steps"], "peak_gpu_memory_gib": peak_memory_gib()}
-        history = info["kif"]["fusion_history"]
-        if method == "RKIF":
-            figures.update(fusions=len(history),
-                           outer_loop_seconds=statistics.median(h["outer_seconds"] for h in history),
-                           fusion_seconds=statistics.median(h["fusion_seconds"] for h in history),
-                           last_fusion=history[-1])
-        result[method] = figures
-    result["ratio_rkif_over_seqlora"] = result["RKIF"]["seconds_per_step"] / result["SeqLoRA"]["seconds_per_step"]
+METHOD_NAMES = ("RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL")
+
+
+def run_name(model, method):
+    return f"{os.path.basename(model)}lora_{method}_dataset_id_order"
+
+
+def task_figures(out, model, method, task):
+    """s/step, steps, fusions and the last fusion of one trained task, from its run_info.json."""
+    with open(os.path.join(out, run_name(model, method), task, "run_info.json")) as f:
+        info = json.load(f)
+    history = info["kif"]["fusion_history"]
+    figures = {"seconds_per_step": info["train_metrics"]["train_runtime"] / max(info["global_steps"], 1),
+               "steps": info["global_steps"], "fusions": len(history), "peak_gpu_memory_gib": peak_memory_gib(),
+               "precision": info["precision"]}
+    if history:
+        figures.update(outer_loop_seconds=statistics.median(h["outer_seconds"] for h in history),
+                       fusion_seconds=statistics.median(h["fusion_seconds"] for h in history),
+                       last_fusion=history[-1])
+    return figures
+
+
+def methods_section(train, model, data, order, out, flags, tasks):
+    """Every method on tasks 0 and 1 (MTL: once, on both); each method's failure is its own."""
+    result, failed = {}, []
+    for method in METHOD_NAMES:
+        try:
+            peak_memory_reset()
+            for t in ((1,) if method == "MTL" else (0, 1)):
+                train(method_name=method, task_id=t, output_path=out, base_model=model, data_dir=data,
+                      dataset_id=order, **flags)
+            result[method] = {"ok": True, **task_figures(out, model, method, f"1-{tasks[1]}")}
+        except BaseException as e:  # noqa: BLE001 - recorded; the other methods go on
+            if isinstance(e, (KeyboardInterrupt, SectionTimeout)):
+                raise
+            result[method] = {"ok": False, "error": f"{type(e).__name__}: {e}"}
+            failed.append(method)
+    if result.get("RKIF", {}).get("ok") and result.get("SeqLoRA", {}).get("ok"):
+        result["ratio_rkif_over_seqlora"] = result["RKIF"]["seconds_per_step"] / result["SeqLoRA"]["seconds_per_step"]
+    if failed:
+        raise SectionFailed(f"methods failed: {failed}", result)
     return result
+
+
+def copy_task0(src_out, dst_out, model, method, tasks):
+    shutil.rmtree(dst_out, ignore_errors=True)
+    shutil.copytree(os.path.join(src_out, run_name(model, method), f"0-{tasks[0]}"),
+                    os.path.join(dst_out, run_name(model, method), f"0-{tasks[0]}"))
+
+
+def precisions_section(train, model, data, order, out, flags, tasks, variants):
+    """RKIF task 1 from the methods section's task-0 adapter, once per variant {name: extra flags}."""
+    result = {}
+    for name, extra in variants.items():
+        run_out = os.path.join(out, "variants", name)
+        copy_task0(out, run_out, model, "RKIF", tasks)
+        peak_memory_reset()
+        train(method_name="RKIF", task_id=1, output_path=run_out, base_model=model, data_dir=data, dataset_id=order,
+              **{**flags, **extra})
+        result[name] = {"flags": extra, **task_figures(run_out, model, "RKIF", f"1-{tasks[1]}")}
+    return result
+
+
+def resume_section(train, model, data, order, out, flags, tasks):
+    """RKIF task 1 run through, and again stopped at its middle checkpoint and resumed."""
+    from rkif.plain_data import load_plain
+
+    steps = flags["max_steps"]
+    runs = {}
+    for name in ("through", "resumed"):
+        run_out = os.path.join(out, "resume", name)
+        copy_task0(out, run_out, model, "RKIF", tasks)
+        train(method_name="RKIF", task_id=1, output_path=run_out, base_model=model, data_dir=data, dataset_id=order,
+              **{**flags, "eval_steps": steps // 2})
+        task = os.path.join(run_out, run_name(model, "RKIF"), f"1-{tasks[1]}")
+        if name == "resumed":
+            keep = f"checkpoint-{steps // 2}"
+            for f in os.listdir(task):  # the folder as a kill right after the middle checkpoint leaves it
+                path = os.path.join(task, f)
+                if f != keep:
+                    shutil.rmtree(path) if os.path.isdir(path) else os.remove(path)
+            train(method_name="RKIF", task_id=1, output_path=run_out, base_model=model, data_dir=data,
+                  dataset_id=order, **{**flags, "eval_steps": steps // 2}, resume_from_checkpoint=True)
+        runs[name] = load_plain(os.path.join(task, "adapter_model.bin"))
+    a, b = runs["through"], runs["resumed"]
+    diff = max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+    return {"resumed_from_step": steps // 2, "of_steps": steps, "bitwise": all(a[k].equal(b[k]) for k in a),
+            "max_abs_diff": diff}
 
 
 def generation_figures(make_predictor, adapter, records, batch_size):
@@ -113,34 +185,92 @@ def generation_figures(make_predictor, adapter, records, batch_size):
     return {"examples": len(records), "batch_size": batch_size, "seconds_one_at_a_time": t_single,
             "seconds_batched": t_batched, "throughput_ratio": t_single / t_batched,
             "identical_outputs": single == batched,
-            "differing_outputs": sum(a != b for a, b in zip(single, batched)), "peak_gpu_memory_gib": peak_memory_gib()}
+            "differing_outputs": sum(a != b for a, b in zip(single, batched)), "peak_gpu_memory_gib": peak_memory_gib(),
+            "predictions": batched}
 
 
-def ddp_check(model, data, order, out, gpus, flags):
+def generation_section(factory, adapter, records, batch_size, precision):
+    """Batched against single at ``precision``, then the share of its predictions fp32 gives as well."""
+    result = generation_figures(factory(precision), adapter, records, batch_size)
+    reference = factory("fp32")(adapter)
+    fp32 = [p for i in range(0, len(records), batch_size) for p in reference(records[i:i + batch_size])]
+    result["precision"] = precision
+    result["agreement_with_fp32"] = sum(a == b for a, b in zip(result.pop("predictions"), fp32)) / len(records)
+    return result
+
+
+class SectionTimeout(Exception):
+    pass
+
+
+class SectionFailed(Exception):
+    """A section that ran but failed in part: its partial figures are kept."""
+
+    def __init__(self, message, figures):
+        super().__init__(message)
+        self.figures = figures
+
+
+@contextlib.contextmanager
+def time_limit(seconds):
+    def expire(signum, frame):
+        raise SectionTimeout(f"ran out of its {seconds} s")
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_section(report, name, fn, seconds, path, fail_section=None):
+    """Run one section under its time limit; record its figures or its error; rewrite the JSON."""
+    started = time.time()
+    try:
+        with time_limit(seconds):
+            if name == fail_section:
+                raise RuntimeError(f"forced failure of section {name} (--fail_section)")
+            entry = {"ok": True, **fn()}
+    except SectionFailed as e:
+        entry = {"ok": False, "error": str(e), **e.figures}
+    except Exception as e:  # noqa: BLE001 - recorded; the next section goes on
+        entry = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+    entry["seconds"] = round(time.time() - started, 2)
+    entry["peak_gpu_memory_gib"] = peak_memory_gib()
+    report["sections"][name] = entry
+    write_report(report, path)
+    print(f"section {name}: {'ok' if entry['ok'] else 'FAILED: ' + entry['error']} ({entry['seconds']} s)",
+          flush=True)
+    return entry
+
+
+def write_report(report, path):
+    with open(path + ".tmp", "w") as f:
+        json.dump(report, f, indent=2, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def ddp_check(model, data, order, out, gpus, flags, tasks, seconds):
     """RKIF task 1 under torchrun on every GPU; the ranks' LoRA digests after each fusion must agree."""
-    name = os.path.basename(model)
     run_out = os.path.join(out, "ddp")
-    shutil.rmtree(run_out, ignore_errors=True)
-    shutil.copytree(os.path.join(out, "task0", f"{name}lora_SeqLoRA_dataset_id_order"),
-                    os.path.join(run_out, f"{name}lora_RKIF_dataset_id_order"))
-    for sub in os.listdir(os.path.join(run_out, f"{name}lora_RKIF_dataset_id_order")):
-        if not sub.startswith("0-"):
-            shutil.rmtree(os.path.join(run_out, f"{name}lora_RKIF_dataset_id_order", sub))
+    copy_task0(out, run_out, model, "RKIF", tasks)
     args = [f"--{k}={v}" for k, v in {**flags, "batch_size": 2 * gpus * 2, "micro_batch_size": 2,
                                       "eval_steps": flags["max_steps"]}.items()]
     cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
            os.path.join(ROOT, "src", "finetune_KIF_t5lora.py"), f"--base_model={model}", f"--data_dir={data}",
            f"--dataset_id={order}", "--task_id=1", "--method_name=RKIF", f"--output_path={run_out}", *args]
-    p = subprocess.run(cmd, capture_output=True, text=True)
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get(ALL_GPUS, "")}
+    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds, env=env)
     if p.returncode != 0:
-        return {"ok": False, "error": p.stderr[-2000:]}
-    task = os.path.join(run_out, f"{name}lora_RKIF_dataset_id_order")
-    task = os.path.join(task, next(d for d in os.listdir(task) if d.startswith("1-")))
-    checkpoint = os.path.join(task, f"checkpoint-{flags['max_steps']}")
+        raise RuntimeError(f"torchrun exited {p.returncode}: {p.stderr[-2000:]}")
+    checkpoint = os.path.join(run_out, run_name(model, "RKIF"), f"1-{tasks[1]}", f"checkpoint-{flags['max_steps']}")
     digests = [[h["lora_sha256"] for h in load_plain(os.path.join(checkpoint, f"kif_state_{r}.pt"))["kif_history"]]
                for r in range(gpus)]
-    return {"ok": all(d == digests[0] for d in digests) and len(digests[0]) > 0, "ranks": gpus,
-            "fusions": len(digests[0]), "backend": "nccl"}
+    if not digests[0] or any(d != digests[0] for d in digests):
+        raise SectionFailed("the ranks' LoRA weights differ after a fusion", {"ranks": gpus})
+    return {"ranks": gpus, "fusions": len(digests[0]), "backend": "nccl"}
 
 
 def versions():
@@ -158,10 +288,26 @@ def versions():
     return info
 
 
-def main(tiny=False, out="output/device_check", steps=16, inner_iterations=8, outer_iterations=4,
+ALL_GPUS = "RKIF_DEVICE_CHECK_ALL_GPUS"  # the GPUs torchrun gets, when this process was narrowed to one
+
+
+def one_gpu_per_process():
+    """The in-process sections train on one GPU (the scripts refuse DataParallel): with several visible,
+    run again with the first only, remembering all of them for the torchrun section."""
+    import torch
+
+    if ALL_GPUS in os.environ or torch.cuda.device_count() < 2:
+        return
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") or ",".join(str(i) for i in range(torch.cuda.device_count()))
+    env = {**os.environ, ALL_GPUS: visible, "CUDA_VISIBLE_DEVICES": visible.split(",")[0]}
+    os.execve(sys.executable, [sys.executable, os.path.abspath(__file__), *sys.argv[1:]], env)
+
+
+def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, outer_iterations=2,
          llama_layers=4, t5_d_ff=2816, input_words=150, gen_examples=16, gen_batch_size=16, gen_max_length=64,
-         skip_llama=False):
-    """tiny: CPU, tiny shapes, the same code. t5_d_ff: 2816 (v1.1, gated-gelu) or 4096 (v1, relu)."""
+         skip_llama=False, section_seconds=240, fail_section=None):
+    """tiny: CPU, tiny shapes, the same sections. t5_d_ff: 2816 (v1.1, gated-gelu) or 4096 (v1, relu).
+    section_seconds: each section's time limit. fail_section: a section to fail on purpose (tests)."""
     import torch
 
     import finetune_KIF_llama
@@ -175,6 +321,8 @@ def main(tiny=False, out="output/device_check", steps=16, inner_iterations=8, ou
     gpu = torch.cuda.is_available()
     if not tiny and not gpu:
         sys.exit("error: no GPU found; run with --tiny for the CPU version of this check")
+    if not tiny:
+        one_gpu_per_process()
     started = time.time()
     out = os.path.abspath(out)
     shutil.rmtree(out, ignore_errors=True)
@@ -186,79 +334,103 @@ def main(tiny=False, out="output/device_check", steps=16, inner_iterations=8, ou
         json.dump(tasks, f)
     if not tiny:
         lengthen(data, input_words)
-    device, precision = ("cuda", "bf16") if gpu else ("cpu", "fp32")
-    report = {"versions": versions(), "tiny": tiny, "settings": {
+    device = "cuda" if gpu else "cpu"
+    gpus = len(os.environ.get(ALL_GPUS, "").split(",")) if ALL_GPUS in os.environ else torch.cuda.device_count()
+    path = os.path.join(out, "device_check.json")
+    report = {"versions": versions(), "tiny": tiny, "gpus": gpus, "settings": {
         "steps": steps, "K": inner_iterations, "M": outer_iterations, "input_words": None if tiny else input_words,
-        "llama_layers": llama_layers, "t5_d_ff": t5_d_ff, "generation_precision": precision}}
-    common = dict(val_set_size=0, max_steps=steps, num_epochs=1, warmup_steps=2, logging_steps=10**6,
+        "llama_layers": llama_layers, "t5_d_ff": t5_d_ff, "section_seconds": section_seconds}, "sections": {}}
+    common = dict(val_set_size=0, max_steps=steps, num_epochs=1, warmup_steps=1, logging_steps=10**6,
                   eval_steps=10**6, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
                   memory_data_ratio=10)
+    # GPU-only precisions run as fp32 on CPU (the scripts refuse them there); recorded per run
+    half = (lambda p: p) if gpu else (lambda p: "fp32")
 
-    # T5-large shapes (fp32 training, the released recipe; --precision bf16 is the faster option)
-    t5 = os.path.join(out, "t5")
-    shapes = (dict(d_model=32, d_ff=64, num_layers=2, num_heads=2) if tiny else
-              dict(d_model=1024, d_ff=t5_d_ff, num_layers=24, num_heads=16, d_kv=64, model_vocab_size=32128,
-                   feed_forward_proj="gated-gelu" if t5_d_ff == 2816 else "relu", dropout_rate=0.1))
-    build_tiny_t5(t5, corpus_from_data_dir(data), vocab_size=256 if tiny else 512, device=device, seed=0, **shapes)
-    t5_flags = dict(common, batch_size=8, micro_batch_size=2, train_batch_size_outer=8)
-    report["t5_training"] = training_figures(finetune_KIF_t5lora.train, t5, data, order, os.path.join(out, "t5_runs"),
-                                             t5_flags, tasks)
-    adapter = os.path.join(out, "t5_runs", "RKIF", "t5lora_RKIF_dataset_id_order", f"1-{tasks[1]}")
-    records = load_records(task_file(data, "test", tasks[1]))
-    report["t5_generation"] = generation_figures(
-        seq2seq_predictor_factory(t5, precision, None, 1024, gen_max_length), adapter, records, gen_batch_size)
-    if torch.cuda.device_count() >= 2:
-        report["ddp"] = ddp_check(t5, data, order, os.path.join(out, "t5_runs"), torch.cuda.device_count(),
-                                  t5_flags)
-    else:
-        report["ddp"] = {"ok": None, "skipped": f"{torch.cuda.device_count()} GPU(s): needs two or more"}
-    shutil.rmtree(os.path.join(out, "t5_runs"), ignore_errors=True)
-    shutil.rmtree(t5, ignore_errors=True)
+    def section(name, fn):
+        run_section(report, name, fn, section_seconds, path, fail_section)
 
-    if not skip_llama:  # LLaMA-2-7B shapes, bf16 base and LoRA in fp32 (the script's auto precision on a GPU)
-        llama = os.path.join(out, "llama")
-        shapes = (dict(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2) if tiny else
-                  dict(hidden_size=4096, intermediate_size=11008, num_layers=llama_layers, num_heads=32,
-                       model_vocab_size=32000))
-        build_tiny_llama(llama, llama_corpus(data), vocab_size=256 if tiny else 512, device=device, seed=0,
-                         dtype=torch.bfloat16 if gpu else None, **shapes)
-        llama_flags = dict(common, batch_size=8 if tiny else 64, micro_batch_size=2 if tiny else 16,
-                           train_batch_size_outer=8 if tiny else 64, cutoff_len=512)
-        report["llama_training"] = training_figures(finetune_KIF_llama.train, llama, data, order,
-                                                    os.path.join(out, "llama_runs"), llama_flags, tasks)
-        adapter = os.path.join(out, "llama_runs", "RKIF", "llamalora_RKIF_dataset_id_order", f"1-{tasks[1]}")
-        records = load_records(task_file(data, "test", tasks[1], ""), ("id", "instruction", "input", "output"))
-        report["llama_generation"] = generation_figures(
-            causal_predictor_factory(llama, precision, None, 512, gen_max_length), adapter, records, gen_batch_size)
-        shutil.rmtree(os.path.join(out, "llama_runs"), ignore_errors=True)
-        shutil.rmtree(llama, ignore_errors=True)
+    backbones = {
+        "t5": dict(train=finetune_KIF_t5lora.train, factory=seq2seq_predictor_factory, suffix="_T5",
+                   fields=("id", "input", "output"),
+                   flags=dict(common, batch_size=8, micro_batch_size=2, train_batch_size_outer=8, precision="fp32"),
+                   variants={"bf16": {"precision": half("bf16")},
+                             "separate_outer_optimizer": {"outer_optimizer": "separate"}}),
+        "llama": dict(train=finetune_KIF_llama.train, factory=causal_predictor_factory, suffix="",
+                      fields=("id", "instruction", "input", "output"),
+                      flags=dict(common, batch_size=8 if tiny else 64, micro_batch_size=2 if tiny else 16,
+                                 train_batch_size_outer=8 if tiny else 64, cutoff_len=512, precision=half("bf16")),
+                      variants={"fp16_gradient_scaler": {"precision": half("fp16")},
+                                "separate_outer_optimizer": {"outer_optimizer": "separate"},
+                                "outer_micro_batch_size": {"outer_micro_batch_size": 4 if tiny else 16}}),
+    }
+    for name, b in backbones.items():
+        if name == "llama" and skip_llama:
+            continue
+        model = os.path.join(out, name)
+        if name == "t5":
+            shapes = (dict(d_model=32, d_ff=64, num_layers=2, num_heads=2) if tiny else
+                      dict(d_model=1024, d_ff=t5_d_ff, num_layers=24, num_heads=16, d_kv=64, model_vocab_size=32128,
+                           feed_forward_proj="gated-gelu" if t5_d_ff == 2816 else "relu", dropout_rate=0.1))
+            build_tiny_t5(model, corpus_from_data_dir(data), vocab_size=256 if tiny else 512, device=device, seed=0,
+                          **shapes)
+        else:
+            shapes = (dict(hidden_size=32, intermediate_size=64, num_layers=2, num_heads=2) if tiny else
+                      dict(hidden_size=4096, intermediate_size=11008, num_layers=llama_layers, num_heads=32,
+                           model_vocab_size=32000))
+            build_tiny_llama(model, llama_corpus(data), vocab_size=256 if tiny else 512, device=device, seed=0,
+                             dtype=torch.bfloat16 if gpu else None, **shapes)
+        runs = os.path.join(out, f"{name}_runs")
+        section(f"{name}_methods", lambda: methods_section(b["train"], model, data, order, runs, b["flags"], tasks))
+        section(f"{name}_precisions", lambda: precisions_section(b["train"], model, data, order, runs, b["flags"],
+                                                                 tasks, b["variants"]))
+        section(f"{name}_resume", lambda: resume_section(b["train"], model, data, order, runs, b["flags"], tasks))
+        adapter = os.path.join(runs, run_name(model, "RKIF"), f"1-{tasks[1]}")
+        records = load_records(task_file(data, "test", tasks[1], b["suffix"]), b["fields"])
+        section(f"{name}_generation", lambda: generation_section(
+            lambda precision: b["factory"](model, precision, None, 512, gen_max_length), adapter, records,
+            gen_batch_size, "auto" if gpu else "bf16"))
+        if name == "t5":
+            if gpus >= 2:
+                section("ddp", lambda: ddp_check(model, data, order, runs, gpus, b["flags"], tasks, section_seconds))
+            else:
+                report["sections"]["ddp"] = {"ok": None, "skipped": f"{gpus} GPU(s): needs two or more"}
+        shutil.rmtree(runs, ignore_errors=True)
+        shutil.rmtree(model, ignore_errors=True)
 
-    report["wall_seconds"] = time.time() - started
-    with open(os.path.join(out, "device_check.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    report["wall_seconds"] = round(time.time() - started, 1)
+    write_report(report, path)
     print_table(report)
-    print(f"written: {os.path.join(out, 'device_check.json')}")
+    print(f"written: {path}")
+    if not all(s["ok"] is not False for s in report["sections"].values()):
+        sys.exit(1)
 
 
 def print_table(report):
     v = report["versions"]
-    print(f"\ndevice {v['device']} ({v['gpus']} GPU), torch {v['torch']}, transformers {v['transformers']}, "
+    print(f"\ndevice {v['device']} ({report['gpus']} GPU), torch {v['torch']}, transformers {v['transformers']}, "
           f"peft {v['peft']}, CUDA {v['cuda']}")
-    for backbone in ("t5", "llama"):
-        t = report.get(f"{backbone}_training")
-        if not t:
-            continue
-        g = report[f"{backbone}_generation"]
-        mem = lambda x: "-" if x is None else f"{x:.1f} GiB"  # noqa: E731
-        print(f"{backbone}: s/step SeqLoRA {t['SeqLoRA']['seconds_per_step']:.3f}, "
-              f"RKIF {t['RKIF']['seconds_per_step']:.3f}"
-              f" (ratio {t['ratio_rkif_over_seqlora']:.2f}); peak memory {mem(t['SeqLoRA']['peak_gpu_memory_gib'])} / "
-              f"{mem(t['RKIF']['peak_gpu_memory_gib'])}; outer loop {t['RKIF']['outer_loop_seconds']:.3f} s, fusion "
-              f"{t['RKIF']['fusion_seconds']:.4f} s ({t['RKIF']['fusions']} fusions)")
-        print(f"{backbone}: generation {g['examples']} examples one at a time {g['seconds_one_at_a_time']:.2f} s, "
-              f"batched {g['seconds_batched']:.2f} s ({g['throughput_ratio']:.1f}x), identical outputs: "
-              f"{g['identical_outputs']}")
-    print(f"ddp: {report['ddp']}")
+    mem = lambda x: "-" if x is None else f"{x:.1f} GiB"  # noqa: E731
+    for name, s in report["sections"].items():
+        status = {True: "ok", False: "FAILED", None: "skipped"}[s["ok"]]
+        print(f"{name:24s} {status:8s} {s.get('seconds', 0):7.1f} s  peak {mem(s.get('peak_gpu_memory_gib'))}"
+              + (f"  {s['error'][:150]}" if s["ok"] is False else ""))
+        if name.endswith(("_methods", "_precisions")):
+            for key, m in s.items():
+                if isinstance(m, dict) and "seconds_per_step" in m:
+                    print(f"    {key:26s} {m['seconds_per_step']:.3f} s/step  peak {mem(m['peak_gpu_memory_gib'])}"
+                          f"  fusions {m['fusions']}" + (f"  fusion {m['fusion_seconds']:.4f} s"
+                                                         if "fusion_seconds" in m else ""))
+                elif isinstance(m, dict) and m.get("ok") is False:
+                    print(f"    {key:26s} FAILED {m['error'][:150]}")
+            if "ratio_rkif_over_seqlora" in s:
+                print(f"    RKIF / SeqLoRA step time {s['ratio_rkif_over_seqlora']:.2f}")
+        elif name.endswith("_resume") and s["ok"]:
+            print(f"    resumed at step {s['resumed_from_step']} of {s['of_steps']}: bitwise {s['bitwise']}, "
+                  f"max |diff| {s['max_abs_diff']:.3g}")
+        elif name.endswith("_generation") and s["ok"]:
+            print(f"    {s['examples']} examples: one at a time {s['seconds_one_at_a_time']:.2f} s, batched "
+                  f"{s['seconds_batched']:.2f} s ({s['throughput_ratio']:.1f}x), identical {s['identical_outputs']}; "
+                  f"{s['precision']} vs fp32 agreement {s['agreement_with_fp32']:.2f}")
     print(f"wall time {report['wall_seconds']:.0f} s")
 
 

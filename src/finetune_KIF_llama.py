@@ -35,6 +35,7 @@ def train(
     memory_data_ratio: float = 2,
     outer_optimizer: str = "shared",  # shared (the working T5 recipe) | separate (own AdamW at outer_lr)
     outer_lr: float = 1e-3,
+    outer_micro_batch_size: int = 0,  # 0: the memory batch in one pass (released); N: chunks of N
     lambda_orth: float = 0.5,  # OLoRA: weight of the orthogonality penalty (the O-LoRA release's value)
     lambda_l2: float = 0.0,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch
     ewc_lambda: float = EWC_LAMBDA,  # EWC: weight of the Fisher penalty
@@ -61,6 +62,7 @@ def train(
     load_8bit: bool = False,  # needs bitsandbytes (optional) and a GPU
     tf32: bool = False,  # TF32 matmuls on Ampere and newer GPUs
     report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
+    gradient_checkpointing: bool = True,  # on, as the released 8-bit preparation turned it on
     # lora
     lora_r: int = 8,
     lora_alpha: int = 32,  # the released script's default (its grid passes none)
@@ -157,6 +159,7 @@ def train(
             resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
             extra_loss=extra_loss,
             precision=precision, backbone="llama", tf32=tf32, report_to=report_to,
+            gradient_checkpointing=gradient_checkpointing,
             group_by_length=group_by_length)
 
 

@@ -31,6 +31,7 @@ def train(
     memory_data_ratio: float = 2,  # percent of each earlier task's training set kept in memory
     outer_optimizer: str = "shared",  # shared (released) | separate (own AdamW at outer_lr)
     outer_lr: float = 1e-3,  # used only with --outer_optimizer separate, as in the released T5 recipe
+    outer_micro_batch_size: int = 0,  # 0: the memory batch in one pass (released); N: chunks of N
     lambda_orth: float = 0.5,  # OLoRA: weight of the orthogonality penalty (the O-LoRA release's value)
     lambda_l2: float = 0.0,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch
     ewc_lambda: float = EWC_LAMBDA,  # EWC: weight of the Fisher penalty
@@ -57,6 +58,7 @@ def train(
     precision: str = "fp32",  # fp32 (released) | bf16 (a GPU with bfloat16); T5 overflows in fp16
     tf32: bool = False,  # TF32 matmuls on Ampere and newer GPUs
     report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
+    gradient_checkpointing: bool = False,  # recompute activations in backward (memory for time)
     # lora
     lora_r: int = 8,
     lora_alpha: int = 32,
@@ -122,7 +124,8 @@ def train(
             warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
             resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
             extra_loss=extra_loss,
-            precision=precision, backbone="t5", tf32=tf32, report_to=report_to)
+            precision=precision, backbone="t5", tf32=tf32, report_to=report_to,
+            gradient_checkpointing=gradient_checkpointing)
 
 
 def main(argv=None):

@@ -23,7 +23,8 @@ def generate_bwt(base_model: str = "", dataset_id=4, method_name: str = "RKIF",
                  batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
                  precision: str = "auto", cache_dir: str = None, service_begin_id: int = -1, matrix: bool = False,
                  seed: int = 42, truncate_inputs: bool = False):
-    """precision: auto = bf16 (fp16 where the GPU has no bf16) on a GPU, fp32 on CPU.
+    """precision: auto (GPU: bf16 base with the LoRA branch unmerged in fp32; CPU: fp32, merged), fp32, bf16, fp16,
+    bf16_merged, released (T5: the released generator's bf16 load, unmerged, then model.half()); see rkif/numerics.py.
     truncate_inputs: cut inputs at the training cutoff (default: fed whole, as the released generators).
     service_begin_id: only task i (-1: all). matrix: the adapter after every task t on every task i <= t."""
     flags = {k: v for k, v in locals().items() if k != "matrix"}

@@ -1,5 +1,6 @@
 """The baselines of the harness: O-LoRA / IncLoRA branches and penalties, EWC, MTL, several seeds."""
 
+import contextlib
 import json
 import math
 import os
@@ -127,6 +128,27 @@ def test_ewc_fisher_and_penalty_by_hand():
     with torch.no_grad():
         model.lora_A -= 0.001 * model.lora_A.grad  # a step on the penalty alone moves toward theta_prev
     assert ((model.lora_A.detach() - theta_prev["lora_A"]).abs() < before).all()
+
+
+def test_ewc_fisher_runs_in_the_training_context_and_undoes_the_loss_scale():
+    """Under fp16 training the Fisher pass runs in the Trainer's autocast with the scaler's loss scale
+    (small gradients would underflow unscaled), and the squared gradients come out unscaled."""
+    model = Toy([1.0, -2.0])
+    batches = [{"x": torch.tensor([[1.0, 2.0]]), "y": torch.tensor([[0.0, 0.0]])},
+               {"x": torch.tensor([[3.0, 1.0]]), "y": torch.tensor([[1.0, 1.0]])}]
+    entered = []
+
+    @contextlib.contextmanager
+    def autocast():
+        entered.append(True)
+        yield
+
+    plain = ewc.diagonal_fisher(model, batches, {"lora_A": model.lora_A})
+    scaled = ewc.diagonal_fisher(model, batches, {"lora_A": model.lora_A}, autocast, loss_scale=2.0 ** 16)
+    assert len(entered) == 2 and torch.equal(scaled["lora_A"], plain["lora_A"])  # powers of two: exact
+    overflow = ewc.diagonal_fisher(model, batches + [{"x": torch.tensor([[1e30, 1.0]]), "y": torch.zeros(1, 2)}],
+                                   {"lora_A": model.lora_A}, autocast, loss_scale=2.0 ** 16)
+    assert torch.equal(overflow["lora_A"], plain["lora_A"])  # the overflowing batch is left out
 
 
 def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path):

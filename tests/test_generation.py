@@ -7,7 +7,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSeq2SeqLM
 
 from rkif.generation import length_sorted_batches, read_partial, write_predictions
-from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation, resolve_dtype
+from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation
 
 
 def records(n):
@@ -76,11 +76,51 @@ def test_read_partial_cuts_a_torn_line(tmp_path):
     assert p.read_text() == '{"id": "a", "gold": "g", "pred": "p"}\n'
 
 
-def test_precision_choice():
-    assert resolve_dtype("auto", "cpu") == torch.float32
-    assert resolve_dtype("auto", "cuda") == torch.bfloat16
-    with pytest.raises(ValueError, match="precision"):
-        resolve_dtype("int8", "cpu")
+def test_generation_numerics_per_precision_and_device(monkeypatch):
+    from rkif.errors import InputError
+    from rkif.numerics import GenerationNumerics, generation_numerics
+
+    assert generation_numerics("auto", "cpu", "t5") == GenerationNumerics("float32", merge=True)
+    assert generation_numerics("auto", "cuda", "t5") == GenerationNumerics("bfloat16", merge=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert generation_numerics("auto", "cuda", "llama") == GenerationNumerics("float16", merge=False)
+    assert generation_numerics("bf16_merged", "cuda", "llama") == GenerationNumerics("bfloat16", merge=True)
+    assert generation_numerics("released", "cuda", "t5") == GenerationNumerics("bfloat16", False, half_after=True)
+    with pytest.raises(InputError, match="released numerics are those of the T5 generator"):
+        generation_numerics("released", "cuda", "llama")
+    with pytest.raises(InputError, match="--precision must be one of"):
+        generation_numerics("int8", "cpu", "t5")
+
+
+def test_bf16_generation_keeps_the_adapter_unmerged_in_fp32(tiny_t5, tmp_path):
+    """The GPU default, run on CPU (bf16 matmuls work there): bf16 base, LoRA branch unmerged in fp32,
+    logits close to fp32's; bf16_merged folds the adapter into the weights; released is fp16 throughout."""
+    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    model.save_pretrained(str(tmp_path / "adapter"))
+    logits = {}
+    for precision in ("fp32", "bf16", "bf16_merged", "released"):
+        m, tok, _ = load_seq2seq_for_generation(tiny_t5, str(tmp_path / "adapter"), precision)
+        lora = {n: p.dtype for n, p in m.named_parameters() if "lora_" in n}
+        base = {p.dtype for n, p in m.named_parameters() if "lora_" not in n}
+        if precision == "bf16":
+            assert lora and set(lora.values()) == {torch.float32} and base == {torch.bfloat16}
+            assert all(not mod.merged for mod in m.modules() if hasattr(mod, "merged"))
+        elif precision == "released":
+            assert lora and set(lora.values()) == {torch.float16} and base == {torch.float16}
+        else:
+            assert not lora and base == {torch.float32 if precision == "fp32" else torch.bfloat16}
+        if precision != "released":  # fp16 matmuls on CPU are slow and T5 is no fp16 model: shapes only
+            enc = tok(["Text: bright day\nAnswer:"], return_tensors="pt")
+            with torch.no_grad():
+                logits[precision] = m(**enc, decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)).logits.float()
+    spread = (logits["fp32"].max() - logits["fp32"].min()).item()
+    assert (logits["bf16"] - logits["fp32"]).abs().max().item() < 0.05 * spread
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_t5, bench_dir, tmp_path):

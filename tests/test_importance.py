@@ -45,7 +45,7 @@ def test_nonfinite_gradient_skips_whole_update_and_is_counted(bad):
     t.update([("a.lora_A", a), ("b.lora_B", b)])
     before = {n: v.clone() for n, v in t.scores().items()}
     b.grad = torch.tensor([bad])
-    assert t.update([("a.lora_A", a), ("b.lora_B", b)]) is False
+    assert not t.update([("a.lora_A", a), ("b.lora_B", b)])
     assert t.nonfinite_skips == 1 and t.num_updates == 1
     for n, v in t.scores().items():
         assert torch.equal(v, before[n])

@@ -207,3 +207,25 @@ def test_outer_lr_zero_reproduces_the_released_llama_outer_learner(tiny_llama, b
     history = info["kif"]["fusion_history"]
     assert len(history) == info["global_steps"] // 2 > 0
     assert all(h["delta_out_norm"] == 0.0 and h["delta_in_norm"] > 0 for h in history)
+
+
+def test_llama_defaults_to_gradient_checkpointing_and_chunked_outer_batches_match(tiny_llama, bench_dir, tmp_path):
+    """Chunks of a causal LM's memory batch are weighted by their label tokens after the one-token
+    shift, so the chunked outer gradient is the whole batch's (no dropout, so that both draw alike)."""
+    common = [f"--base_model={tiny_llama}", f"--data_dir={bench_dir}",
+              f"--dataset_id={os.path.join(bench_dir, 'order.json')}", "--num_epochs=1", "--batch_size=4",
+              "--micro_batch_size=2", "--train_batch_size_outer=5", "--inner_iterations=2", "--outer_iterations=2",
+              "--memory_data_ratio=25", "--val_set_size=0", "--logging_steps=100", "--warmup_steps=0",
+              "--lora_dropout=0"]
+    base = str(tmp_path / "base")
+    llama_main(common + [f"--output_path={base}", "--task_id=0"])
+    adapters = {}
+    for chunk in (0, 2):
+        out = str(tmp_path / f"chunk{chunk}")
+        shutil.copytree(base, out)
+        llama_main(common + [f"--output_path={out}", "--task_id=1", f"--outer_micro_batch_size={chunk}"])
+        task = os.path.join(out, f"{os.path.basename(tiny_llama)}lora_RKIF_dataset_id_order", "1-sport")
+        assert json.load(open(os.path.join(task, "run_info.json")))["gradient_checkpointing"] is True
+        adapters[chunk] = torch.load(os.path.join(task, "adapter_model.bin"))
+    for k in adapters[0]:
+        torch.testing.assert_close(adapters[2][k], adapters[0][k], rtol=1e-5, atol=1e-6)

@@ -166,31 +166,20 @@ def load_tokenizer(base_model, cache_dir=None):
     return tokenizer
 
 
-def generation_dtype(precision, device):
-    import torch
-
-    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision == "auto":
-        if not device.startswith("cuda"):
-            return torch.float32
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if precision not in choices:
-        raise InputError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    return choices[precision]
-
-
 def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
+    """(model, tokenizer, device): base + adapter as rkif.numerics says for this precision and device."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     from .flags import load_pretrained
+    from .numerics import assemble, generation_numerics
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = generation_dtype(precision, device)
+    numerics = generation_numerics(precision, device, "llama")
     tokenizer = load_tokenizer(base_model, cache_dir)
-    model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir, torch_dtype=dtype)
-    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir,
+                            torch_dtype=getattr(torch, numerics.dtype))
+    model = assemble(model, adapter_dir, numerics)
     model.config.pad_token_id = PAD_ID
     return model.to(device).eval(), tokenizer, device
 

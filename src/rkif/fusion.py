@@ -29,10 +29,12 @@ def quantile_threshold(values, q):
 
 
 def global_threshold(scores, quantile):
-    """tau: the q-quantile of all scores of all tensors together (None without scores)."""
+    """tau: the q-quantile of all scores of all tensors together (None without scores), a 0-dim tensor
+    on the device of the first score (kthvalue picks an element, so every device gives the same tau)."""
     if not scores:
         return None
-    return quantile_threshold(torch.cat([scores[n].reshape(-1).float().cpu() for n in sorted(scores)]), quantile)
+    device = scores[min(scores)].device
+    return quantile_threshold(torch.cat([scores[n].reshape(-1).float().to(device) for n in sorted(scores)]), quantile)
 
 
 def global_mask(scores, quantile, tau=None):
@@ -45,34 +47,35 @@ def global_mask(scores, quantile, tau=None):
 
 def fusion_statistics(delta_in, delta_out, inner_mask, outer_mask):
     """What one fusion did: the share of LoRA entries in each of the four mask cases (they sum to
-    1) and the L2 norms of the inner and outer updates over all tensors."""
-    counts = {"inner_only": 0, "outer_only": 0, "both": 0, "neither": 0}
-    total, norm_in, norm_out = 0, 0.0, 0.0
+    1) and the L2 norms of the inner and outer updates over all tensors, as 0-dim float64 tensors
+    on the first tensor's device: they stay there until they are logged, so a fusion does not wait
+    for the GPU (``float()`` reads one)."""
+    device = delta_in[min(delta_in)].device
+    zero = torch.zeros((), dtype=torch.float64, device=device)
+    counts = {"inner_only": zero, "outer_only": zero, "both": zero, "neither": zero}
+    total, norm_in, norm_out = 0, zero, zero
     for name, d in delta_in.items():
         m_in = inner_mask[name].bool() if name in inner_mask else torch.zeros_like(d, dtype=torch.bool)
         m_out = outer_mask[name].bool() if name in outer_mask else torch.zeros_like(d, dtype=torch.bool)
-        counts["inner_only"] += int((m_in & ~m_out).sum())
-        counts["outer_only"] += int((~m_in & m_out).sum())
-        counts["both"] += int((m_in & m_out).sum())
-        counts["neither"] += int((~m_in & ~m_out).sum())
+        not_in, not_out = m_in.logical_not(), m_out.logical_not()
+        for case, m in (("inner_only", m_in & not_out), ("outer_only", not_in & m_out), ("both", m_in & m_out),
+                        ("neither", not_in & not_out)):
+            counts[case] = counts[case] + m.sum().to(device, torch.float64)
         total += d.numel()
-        norm_in += float(d.float().pow(2).sum())
-        norm_out += float(delta_out[name].float().pow(2).sum())
+        norm_in = norm_in + d.float().pow(2).sum().to(device, torch.float64)
+        norm_out = norm_out + delta_out[name].float().pow(2).sum().to(device, torch.float64)
     stats = {f"share_{case}": n / total for case, n in counts.items()}
-    return {**stats, "delta_in_norm": math.sqrt(norm_in), "delta_out_norm": math.sqrt(norm_out)}
+    return {**stats, "delta_in_norm": norm_in.sqrt(), "delta_out_norm": norm_out.sqrt()}
 
 
 def fusion_weights(inner_mask, outer_mask):
     """Per-entry (w_in, w_out): inner only -> (1, 0), outer only -> (0, 1), both -> (0.4, 0.6),
-    neither -> (0.5, 0.5)."""
+    neither -> (0.5, 0.5). Chosen with torch.where (no boolean indexing, which needs a host sync)."""
     m_in = inner_mask.bool()
     m_out = outer_mask.bool()
-    w_in = torch.full(m_in.shape, NEITHER_IMPORTANT[0], dtype=torch.float32, device=m_in.device)
-    w_in[m_in & m_out] = BOTH_IMPORTANT[0]
-    w_in[m_in & ~m_out] = 1.0
-    w_in[~m_in & m_out] = 0.0
+    w_in = torch.where(m_in, torch.where(m_out, BOTH_IMPORTANT[0], 1.0), torch.where(m_out, 0.0, NEITHER_IMPORTANT[0]))
     # Every case's weights sum to one, so w_out follows from w_in.
-    return w_in, 1.0 - w_in
+    return w_in.to(torch.float32), 1.0 - w_in.to(torch.float32)
 
 
 def fuse(anchor, delta_in, delta_out, inner_mask, outer_mask):

@@ -4,10 +4,10 @@ import torch
 
 
 def all_finite(tensors):
-    """Whether every entry of every tensor is finite, with one host sync for all of them (the
-    per-tensor answers are gathered on the first tensor's device)."""
+    """0-dim bool tensor: every entry of every tensor is finite. Computed on the first tensor's device
+    without a host sync (the per-tensor answers are gathered there)."""
     device = tensors[0].device
-    return bool(torch.stack([torch.isfinite(t).all().to(device) for t in tensors]).all())
+    return torch.stack([torch.isfinite(t).all().to(device) for t in tensors]).all()
 
 
 class ImportanceTracker:
@@ -19,6 +19,8 @@ class ImportanceTracker:
     State starts at zero the first time a tensor is seen. An update in which any tracked
     gradient holds NaN or inf is skipped as a whole and counted in ``nonfinite_skips``: one inf
     would stay in the EMAs for good, make the global threshold NaN and the mask all zeros.
+    The update runs after every optimizer step, so it never waits for the GPU: the finiteness
+    check and the counters stay on the device (the counters are read when a summary is written).
     """
 
     def __init__(self, beta1=0.85, beta2=0.85):
@@ -29,27 +31,40 @@ class ImportanceTracker:
     def reset(self):
         self.sensitivity = {}  # I_bar
         self.uncertainty = {}  # U_bar
-        self.num_updates = 0
-        self.nonfinite_skips = 0
+        self._updates = 0  # ints, or 0-dim tensors on the gradients' device once updates ran
+        self._skips = 0
+
+    @property
+    def num_updates(self):
+        return int(self._updates)
+
+    @property
+    def nonfinite_skips(self):
+        return int(self._skips)
 
     @torch.no_grad()
     def update(self, named_parameters):
+        """Fold one step's gradients in; returns a 0-dim bool tensor, True where the step was applied."""
         pairs = [(n, p) for n, p in named_parameters if "lora_" in n and p.grad is not None]
-        # Checked before touching any state so a bad step leaves every tensor's EMA untouched; one
-        # fused check, so one host sync per update rather than one per tensor.
-        if pairs and not all_finite([p.grad for _, p in pairs]):
-            self.nonfinite_skips += 1
-            return False
+        if not pairs:
+            self._updates += 1
+            return torch.tensor(True)
+        ok = all_finite([p.grad for _, p in pairs])
         for name, p in pairs:
             s = (p.detach() * p.grad).abs().float()
             if name not in self.sensitivity:
                 self.sensitivity[name] = torch.zeros_like(s)
                 self.uncertainty[name] = torch.zeros_like(s)
-            i_bar = self.sensitivity[name]
-            i_bar.mul_(self.beta1).add_(s, alpha=1 - self.beta1)
-            self.uncertainty[name].mul_(self.beta2).add_((s - i_bar).abs(), alpha=1 - self.beta2)
-        self.num_updates += 1
-        return True
+            i_bar, u_bar = self.sensitivity[name], self.uncertainty[name]
+            new_i = i_bar.mul(self.beta1).add_(s, alpha=1 - self.beta1)
+            new_u = u_bar.mul(self.beta2).add_((s - new_i).abs(), alpha=1 - self.beta2)
+            # a non-finite step leaves every EMA as it was, decided on the device
+            keep = ok.to(s.device)
+            self.sensitivity[name] = torch.where(keep, new_i, i_bar)
+            self.uncertainty[name] = torch.where(keep, new_u, u_bar)
+        self._updates = self._updates + ok.long()
+        self._skips = self._skips + ok.logical_not().long()
+        return ok
 
     def state_dict(self):
         return {"sensitivity": self.sensitivity, "uncertainty": self.uncertainty, "num_updates": self.num_updates,
@@ -58,8 +73,8 @@ class ImportanceTracker:
     def load_state_dict(self, state):
         self.sensitivity = dict(state["sensitivity"])
         self.uncertainty = dict(state["uncertainty"])
-        self.num_updates = state["num_updates"]
-        self.nonfinite_skips = state.get("nonfinite_skips", state.get("nan_skips", 0))  # older checkpoints
+        self._updates = state["num_updates"]
+        self._skips = state.get("nonfinite_skips", state.get("nan_skips", 0))  # older checkpoints
 
     def scores(self):
         return {n: self.sensitivity[n] * self.uncertainty[n] for n in self.sensitivity}

@@ -13,6 +13,7 @@ Saving and resuming through adapter checkpoints is rkif.checkpoints; here only t
 that a checkpoint carries besides them.
 """
 
+import contextlib
 import hashlib
 import os
 import time
@@ -63,6 +64,7 @@ class KIFConfig:
     empty_outer_score_flag: bool = False
     outer_optimizer: str = "shared"  # released: the inner optimizer; "separate": own AdamW at outer_lr
     outer_lr: float = 1e-3
+    outer_micro_batch_size: int = 0  # 0: the memory batch in one forward/backward (released); else chunks
 
     def __post_init__(self):
         for name in ("inner_iterations", "outer_iterations", "train_batch_size_outer"):
@@ -73,6 +75,9 @@ class KIFConfig:
         for name in ("beta1", "beta2"):
             if not 0.0 <= float(getattr(self, name)) < 1.0:
                 raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if int(self.outer_micro_batch_size) < 0:
+            raise ValueError(f"--outer_micro_batch_size must be >= 0 (0: the whole memory batch at once), got "
+                             f"{self.outer_micro_batch_size!r}")
         if self.outer_optimizer not in OUTER_OPTIMIZERS:
             raise ValueError(f"--outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}")
 
@@ -96,6 +101,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         self.outer_scheduler = None
         self.kif_history = []  # one entry per fusion: step, memory indices drawn, outer losses
         self._in_outer_loop = False
+        self._outer_chunk_weight = None  # share of the memory batch's label tokens in the current chunk
         self._pending_fusions = []  # statistics of the fusions since the last log line
         self._step_hook = None
         # One process draws memory batches from the global torch RNG, as released (sampling.py).
@@ -119,6 +125,8 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         # count it as 0 (its gradient is zero either way). torch.where keeps any other loss bitwise
         # and needs no host sync.
         loss = torch.where((labels != -100).any(), loss, torch.zeros_like(loss))
+        if self._outer_chunk_weight is not None:
+            loss = loss * self._outer_chunk_weight
         return (loss, outputs) if return_outputs else loss
 
     # --- inner loop --------------------------------------------------------------------
@@ -163,7 +171,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             "inner_tracker": self.inner_tracker.state_dict(),
             "outer_tracker": self.outer_tracker.state_dict(),
             "memory_generator": None if self.memory_generator is None else self.memory_generator.get_state(),
-            "kif_history": self.kif_history,
+            "kif_history": [_on_host(h) for h in self.kif_history],
             "global_step": self.state.global_step,
         }
         if self.outer_optimizer is not None:
@@ -219,7 +227,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         optimizer = self.optimizer if self.kif.outer_optimizer == "shared" else self.outer_optimizer
         self._in_outer_loop = True
         try:
-            loss = self.training_step(model, batch)
+            loss = self._outer_forward_backward(model, batch)
             if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
                 if self.do_grad_scaling:
                     self.scaler.unscale_(optimizer)
@@ -239,6 +247,34 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         finally:
             self._in_outer_loop = False
         return loss.item()
+
+    def _outer_forward_backward(self, model, batch):
+        """The memory batch's loss and gradients: in one pass (released), or with outer_micro_batch_size
+        in chunks whose losses are weighted by their share of the batch's label tokens, so that the
+        accumulated gradient is the one big batch's (to float precision) at a fraction of the memory."""
+        chunk = int(self.kif.outer_micro_batch_size)
+        size = len(batch["input_ids"])
+        if not chunk or chunk >= size:
+            return self.training_step(model, batch)
+        labels = batch["labels"]
+        if not getattr(self.model.config, "is_encoder_decoder", False):
+            labels = labels.narrow(1, 1, labels.shape[1] - 1)  # a causal LM predicts token i from those before
+        tokens = (labels != -100).sum(dim=1).tolist()
+        total = max(sum(tokens), 1)
+        loss = 0.0
+        try:
+            for start in range(0, size, chunk):
+                n = min(chunk, size - start)
+                part = {k: v.narrow(0, start, n) if torch.is_tensor(v) and len(v) == size else v
+                        for k, v in batch.items()}
+                self._outer_chunk_weight = sum(tokens[start:start + n]) / total
+                last = start + n >= size
+                sync = model.no_sync() if not last and hasattr(model, "no_sync") else contextlib.nullcontext()
+                with sync:  # under DDP the gradients are averaged once, after the last chunk
+                    loss = loss + self.training_step(model, part)
+        finally:
+            self._outer_chunk_weight = None
+        return loss
 
     def recurrent_step(self):
         """M outer steps from theta_k, then fuse the inner and outer updates into theta."""
@@ -270,8 +306,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             self.outer_tracker.reset()
         stats = {"outer_loss": sum(losses) / len(losses),
                  **fusion_statistics(delta_in, delta_out, inner_mask, outer_mask),
-                 "tau_inner": None if tau_in is None else float(tau_in),
-                 "tau_outer": None if tau_out is None else float(tau_out),
+                 "tau_inner": tau_in, "tau_outer": tau_out,  # device tensors until logged or saved
                  "outer_seconds": outer_done - started, "fusion_seconds": _clock() - outer_done}
         entry = {"global_step": self.state.global_step, "memory_indices": drawn, "outer_losses": losses,
                  "learning_rate": self.optimizer.param_groups[0]["lr"], "stats": stats}
@@ -329,7 +364,15 @@ def _clock():
 
 
 def _round(value):
-    return value if value is None else float(f"{value:.6g}")
+    return value if value is None else float(f"{float(value):.6g}")
+
+
+def _on_host(entry):
+    """A kif_history entry with its statistics as Python numbers (they stay on the device from the
+    fusion until they are logged or saved, so that the fusion itself does not wait for the GPU)."""
+    if "stats" not in entry:
+        return entry
+    return {**entry, "stats": {k: v.item() if torch.is_tensor(v) else v for k, v in entry["stats"].items()}}
 
 
 def _digest(params):

@@ -13,32 +13,20 @@ def tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length):
     ]
 
 
-def resolve_dtype(precision, device):
-    """auto: bf16 on a GPU (fp16 overflows T5's activations), fp32 on CPU."""
-    import torch
-
-    choices = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-    if precision == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    if precision not in choices:
-        raise ValueError(f"--precision must be auto, fp32, bf16 or fp16, got {precision!r}")
-    return choices[precision]
-
-
 def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
-    """(model, tokenizer, device): base + adapter merged in fp32, then cast to the chosen precision."""
+    """(model, tokenizer, device): base + adapter as rkif.numerics says for this precision and device."""
     import torch
-    from peft import PeftModel
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     from .flags import load_pretrained
+    from .numerics import assemble, generation_numerics
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    dtype = resolve_dtype(precision, device)
+    numerics = generation_numerics(precision, device, "t5")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
-    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir)
-    model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
-    return model.to(device=device, dtype=dtype).eval(), tokenizer, device
+    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
+                            torch_dtype=getattr(torch, numerics.dtype))
+    return assemble(model, adapter_dir, numerics).to(device).eval(), tokenizer, device
 
 
 def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_length=128):

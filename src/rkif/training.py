@@ -187,7 +187,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
                    eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
                    group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none",
-                   extra_loss=None, run_info_extra=None):
+                   extra_loss=None, run_info_extra=None, gradient_checkpointing=False):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
     features: list of records -> list of tokenized features (what data_collator takes).
@@ -240,6 +240,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         metric_for_best_model="eval_loss" if validate else None,
         greater_is_better=False if validate else None,
         group_by_length=group_by_length,
+        gradient_checkpointing=gradient_checkpointing,
         ddp_find_unused_parameters=False if world_size > 1 else None,
         no_cuda=cpu_ddp,
         xpu_backend="gloo" if cpu_ddp else None,
@@ -248,6 +249,10 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         dataloader_pin_memory=torch.cuda.is_available(),
         seed=seed,
     )
+    if gradient_checkpointing:
+        # the base is frozen: without inputs that require grad, a checkpointed block would hand its
+        # LoRA weights no gradient
+        model.enable_input_require_grads()
     train_features = features(train_data)
     trainer = RecurrentKIFTrainer(
         model=model,
@@ -288,6 +293,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    "global_steps": trainer.state.global_step, "train_metrics": result.metrics,
                    "best_model_checkpoint": trainer.state.best_model_checkpoint,
                    "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary(),
+                   "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
+                   "peak_host_memory_gib": peak_host_memory_gib(),
                    **(run_info_extra or {})},
         )
         extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size)
@@ -306,6 +313,13 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     if stopped:  # the signal came after the last step: the task is saved, the job still stops
         raise SystemExit(128 + stopped)
     return trainer
+
+
+def peak_host_memory_gib():
+    """This process's peak resident memory (host RAM), GiB."""
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)  # ru_maxrss is KiB on Linux
 
 
 def _clear_stale_checkpoints(output_dir, should_save):

@@ -6,6 +6,7 @@ Fisher; training of later tasks adds (ewc_lambda / 2) * sum F * (theta - theta_p
 loss. Both are saved beside the adapter as ewc_state.pt and read by the next task.
 """
 
+import contextlib
 import os
 
 import torch
@@ -30,18 +31,28 @@ def ewc_penalty(model, fisher, theta_prev, ewc_lambda):
     return ewc_lambda / 2 * total
 
 
-def diagonal_fisher(model, batches, parameters):
-    """{name: mean over batches of grad^2} of the task loss, for the given {name: parameter}."""
-    fisher = {n: torch.zeros_like(p) for n, p in parameters.items()}
+def diagonal_fisher(model, batches, parameters, autocast=contextlib.nullcontext, loss_scale=1.0):
+    """{name: mean over batches of grad^2} of the task loss, for the given {name: parameter}.
+
+    autocast: the context training ran its forward in (the Trainer's compute_loss_context_manager),
+    so the Fisher sees the model as training did. loss_scale: the fp16 gradient scaler's scale; the
+    loss is multiplied by it so that small gradients do not underflow in fp16, and the gradients are
+    divided by it again (in fp32) before squaring. A batch whose scaled gradients overflow is left out.
+    """
+    fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in parameters.items()}
     was_training = model.training
     model.eval()
     count = 0
     for batch in batches:
         model.zero_grad()
-        model(**batch).loss.backward()
-        for n, p in parameters.items():
-            if p.grad is not None:
-                fisher[n] += p.grad.detach() ** 2
+        with autocast():
+            loss = model(**batch).loss
+        (loss * loss_scale).backward()
+        grads = {n: p.grad.detach().float() / loss_scale for n, p in parameters.items() if p.grad is not None}
+        if loss_scale != 1.0 and not all(torch.isfinite(g).all() for g in grads.values()):
+            continue
+        for n, g in grads.items():
+            fisher[n] += g ** 2
         count += 1
     model.zero_grad()
     model.train(was_training)

@@ -12,6 +12,8 @@ load as they are, and inference uses every branch without a task id.
 import json
 import os
 
+import torch
+
 from ..adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from ..errors import InputError
 from ..plain_data import load_plain
@@ -51,15 +53,12 @@ def copy_previous_branches(model, adapter_dir, old_rank):
 
 
 def _without_rows(grad, n):
-    grad = grad.clone()
-    grad[:n] = 0
-    return grad
+    """grad with its first n rows zeroed, by a mask made on the gradient's own device."""
+    return grad * (torch.arange(grad.shape[0], device=grad.device) >= n).to(grad.dtype).unsqueeze(1)
 
 
 def _without_columns(grad, n):
-    grad = grad.clone()
-    grad[:, :n] = 0
-    return grad
+    return grad * (torch.arange(grad.shape[1], device=grad.device) >= n).to(grad.dtype).unsqueeze(0)
 
 
 def freeze_previous_branches(model, old_rank):
@@ -81,7 +80,8 @@ def orthogonality_penalty(model, old_rank):
     total = 0.0
     for _, module in lora_modules(model):
         a = module.lora_A["default"].weight
-        total = total + (a[:old_rank] @ a[old_rank:].T).abs().sum()
+        old, new = a.narrow(0, 0, old_rank), a.narrow(0, old_rank, a.shape[0] - old_rank)
+        total = total + (old @ new.T).abs().sum()
     return total
 
 
@@ -89,8 +89,9 @@ def l2_penalty(model, old_rank):
     """sum over LoRA modules of the L2 (Frobenius) norms of the new branch's A and B."""
     total = 0.0
     for _, module in lora_modules(model):
-        total = total + module.lora_A["default"].weight[old_rank:].norm() + \
-            module.lora_B["default"].weight[:, old_rank:].norm()
+        a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+        total = total + a.narrow(0, old_rank, a.shape[0] - old_rank).norm() + \
+            b.narrow(1, old_rank, b.shape[1] - old_rank).norm()
     return total
 
 

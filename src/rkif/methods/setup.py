@@ -51,7 +51,8 @@ def end_of_task_files(method, trainer, plan, features, micro_batch_size):
     device = next(iter(params.values())).device
     batches = (trainer._prepare_inputs(trainer.data_collator([dict(f) for f in features[i:i + micro_batch_size]]))
                for i in range(0, len(features), micro_batch_size))
-    fisher = ewc.diagonal_fisher(model, batches, params)
+    scale = trainer.scaler.get_scale() if trainer.do_grad_scaling else 1.0
+    fisher = ewc.diagonal_fisher(model, batches, params, trainer.compute_loss_context_manager, scale)
     previous = ewc.load_state(plan.previous_adapter, device) if plan.previous_adapter else None
     if previous:
         fisher = {n: f + previous[0][n] for n, f in fisher.items()}

@@ -1,0 +1,300 @@
+"""GPU code paths, proven on CPU.
+
+torch's FakeTensorMode gives tensors on a fake `cuda` device: a CPU tensor meeting one raises the
+real "Expected all tensors to be on the same device" error, and a host sync (`.item()`, `bool()`)
+raises DataDependentOutputException. The model's LoRA tensors are put there as the Trainer's
+`model.to("cuda")` would leave them, after each method's set-up ran on the CPU.
+"""
+
+import json
+import os
+import random
+import types
+import weakref
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+import torch
+from peft import TaskType
+from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
+from transformers import AutoModelForSeq2SeqLM
+
+from rkif.adapters import lora_parameters
+from rkif.checkpoints import AdapterCheckpointMixin
+from rkif.errors import InputError
+from rkif.fusion import fuse, fusion_statistics, global_mask, global_threshold
+from rkif.importance import ImportanceTracker
+from rkif.lora import new_lora_model
+from rkif.loop import KIF_STATE, RecurrentKIFMixin
+from rkif.methods import get_method
+from rkif.methods.setup import prepare_task_model
+
+SETTINGS = {"lambda_orth": 0.5, "lambda_l2": 0.1, "ewc_lambda": 100.0}
+
+
+@contextmanager
+def fake_cuda():
+    # no_grad throughout: on a CPU build, autograd on a fake CUDA tensor aborts the process
+    with FakeTensorMode(allow_non_fake_inputs=True), torch.no_grad():
+        yield
+
+
+def cuda_like(t):
+    return torch.empty(t.shape, dtype=t.dtype, device="cuda")
+
+
+def to_fake_cuda(model):
+    """Inside fake_cuda(): every parameter on cuda, as the Trainer's model.to("cuda") leaves them (new
+    Parameter objects, since a CPU tensor cannot move to a fake device; the hooks that the set-up put
+    on the old ones are called directly)."""
+    for module in model.modules():
+        for name, p in list(module._parameters.items()):
+            if p is not None:
+                module._parameters[name] = torch.nn.Parameter(cuda_like(p), requires_grad=p.requires_grad)
+    return model
+
+
+def test_fake_cuda_raises_what_a_gpu_would():
+    with fake_cuda():
+        x = torch.empty(3, device="cuda")
+        with pytest.raises(RuntimeError, match="same device"):
+            x * torch.ones(3)
+        with pytest.raises(DataDependentOutputException):
+            x.sum().item()
+
+
+@pytest.fixture(scope="module")
+def task0(tiny_t5, tmp_path_factory):
+    """Task 0's adapter (r 4 on q, v) and an EWC state beside it, as the methods leave them."""
+    folder = str(tmp_path_factory.mktemp("task0"))
+    model = new_lora_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), r=4, alpha=8, dropout=0.0,
+                           target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM)
+    model.save_pretrained(folder)
+    params = lora_parameters(model)
+    torch.save({"fisher": {n: torch.rand(p.shape) for n, p in params.items()},
+                "theta_prev": {n: p.detach().clone() for n, p in params.items()}}, os.path.join(folder, "ewc_state.pt"))
+    return folder
+
+
+def set_up(method, tiny_t5, previous):
+    plan = types.SimpleNamespace(task_id=1, previous_adapter=previous)
+    return prepare_task_model(get_method(method), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan, r=4, alpha=8,
+                              dropout=0.0, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM,
+                              settings=SETTINGS)
+
+
+@pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])
+def test_every_method_at_task_1_on_cuda(method, tiny_t5, task0):
+    """Extra-loss terms, gradient hooks, one importance update and one fusion with the model on cuda."""
+    model, extra_loss = set_up(method, tiny_t5, task0 if get_method(method).sequential else None)
+    hooks = {n: list(p._backward_hooks.values()) for n, p in lora_parameters(model).items()
+             if getattr(p, "_backward_hooks", None)}
+    assert bool(hooks) == (method in ("OLoRA", "IncLoRA"))  # the earlier branches are frozen by hooks
+    shapes = {n: p.shape for n, p in lora_parameters(model).items()}
+    with fake_cuda():
+        for name, fns in hooks.items():
+            for fn in fns:
+                assert fn(torch.empty(shapes[name], device="cuda")).device.type == "cuda"
+        to_fake_cuda(model)
+        params = lora_parameters(model)
+        assert all(p.device.type == "cuda" for p in params.values())
+        if extra_loss is not None:
+            assert extra_loss(model).device.type == "cuda"
+        for p in params.values():
+            p.grad = cuda_like(p)
+        inner, outer = ImportanceTracker(), ImportanceTracker()
+        assert inner.update(model.named_parameters()).device.type == "cuda"  # no host sync, or it would raise
+        outer.update(model.named_parameters())
+        anchor = {n: cuda_like(p) for n, p in params.items()}
+        theta_k = {n: cuda_like(p) for n, p in params.items()}
+        delta_in = {n: theta_k[n] - anchor[n] for n in params}
+        delta_out = {n: params[n].detach() - theta_k[n] for n in params}
+        inner_mask = global_mask(inner.scores(), 0.8, global_threshold(inner.scores(), 0.8))
+        outer_mask = global_mask(outer.scores(), 0.8, global_threshold(outer.scores(), 0.8))
+        fused = fuse(anchor, delta_in, delta_out, inner_mask, outer_mask)
+        stats = fusion_statistics(delta_in, delta_out, inner_mask, outer_mask)
+        assert all(t.device.type == "cuda" for t in [*fused.values(), *stats.values()])
+
+
+def test_kif_state_follows_each_parameters_device(tmp_path):
+    """device_map="auto" spreads layers over GPUs: each tensor of a resumed KIF state goes to its own
+    parameter's device (here cpu and meta stand for two GPUs)."""
+    model = torch.nn.Module()
+    model.a_lora_A = torch.nn.Parameter(torch.ones(2, 3))
+    model.b_lora_B = torch.nn.Parameter(torch.ones(3, 2, device="meta"))
+    names = ["a_lora_A", "b_lora_B"]
+    tracker = {"sensitivity": {n: torch.ones(2) for n in names}, "uncertainty": {n: torch.ones(2) for n in names},
+               "num_updates": 3, "nonfinite_skips": 0}
+    torch.save({"anchor": {n: torch.zeros(2) for n in names}, "inner_tracker": tracker, "outer_tracker": tracker,
+                "memory_generator": None, "kif_history": [], "global_step": 8}, tmp_path / KIF_STATE.format(0))
+    trainer = types.SimpleNamespace(model=model, args=types.SimpleNamespace(process_index=0),
+                                    state=types.SimpleNamespace(global_step=8), inner_tracker=ImportanceTracker(),
+                                    outer_tracker=ImportanceTracker(), memory_generator=None, outer_optimizer=None)
+    trainer._kif_state_path = lambda c: os.path.join(c, KIF_STATE.format(0))
+    RecurrentKIFMixin._load_kif_state(trainer, str(tmp_path))
+    expected = {"a_lora_A": "cpu", "b_lora_B": "meta"}
+    assert {n: t.device.type for n, t in trainer.anchor.items()} == expected
+    for tr in (trainer.inner_tracker, trainer.outer_tracker):
+        assert {n: t.device.type for n, t in tr.sensitivity.items()} == expected
+        assert {n: t.device.type for n, t in tr.uncertainty.items()} == expected
+
+
+def test_one_process_seeing_two_gpus_is_refused(tiny_t5, bench_dir, tmp_path, monkeypatch, capsys):
+    from finetune_KIF_t5lora import main
+
+    from conftest import cli_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "0,1")
+    with pytest.raises(SystemExit) as e:
+        main(cli_args(tiny_t5, bench_dir, str(tmp_path / "out"), 0))
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "this process sees 2 GPUs (CUDA_VISIBLE_DEVICES=0,1)" in err
+    assert "torchrun --nproc_per_node 2" in err and not (tmp_path / "out").exists()
+
+
+def test_each_torchrun_rank_takes_its_gpu_first(monkeypatch):
+    from rkif.training import set_up_devices
+
+    chosen = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
+    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    set_up_devices(4)
+    assert chosen == [3]
+
+
+@pytest.mark.parametrize("capability, version, precision, message", [
+    ((9, 0), "0.44.1", "auto", "does not work on this GPU (compute capability 9.0, Hopper or newer)"),
+    ((8, 0), "0.45.0", "auto", "peft 0.4.0 reads memory_efficient_backward, which bitsandbytes removed in 0.45.0"),
+    ((8, 0), "0.41.1", "bf16", "--load_8bit with --precision bf16: 8-bit layers compute in fp16"),
+])
+def test_load_8bit_refused_where_it_cannot_work(capability, version, precision, message, monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    from finetune_KIF_llama import check_8bit
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else None)
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: capability)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        check_8bit(precision)
+
+
+def test_load_8bit_accepted_before_hopper_with_an_old_bitsandbytes(monkeypatch):
+    import importlib.metadata
+    import importlib.util
+
+    from finetune_KIF_llama import check_8bit
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
+    monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.41.1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda *a: (8, 0))
+    check_8bit("auto")
+
+
+def test_resume_with_fewer_gpus_than_at_save_time_warns_and_goes_on(tmp_path, monkeypatch, capsys):
+    torch.save({"python": random.getstate(), "numpy": np.random.get_state(), "cpu": torch.random.get_rng_state(),
+                "cuda": [torch.zeros(16, dtype=torch.uint8)] * 2}, tmp_path / "rng_state.pth")
+
+    def fewer_gpus(states):
+        raise IndexError("list index out of range")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda.random, "set_rng_state_all", fewer_gpus)
+    trainer = types.SimpleNamespace(args=types.SimpleNamespace(process_index=0, world_size=1, local_rank=-1))
+    before = torch.random.get_rng_state()
+    torch.rand(3)
+    AdapterCheckpointMixin._load_rng_state(trainer, str(tmp_path))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the CPU state is restored all the same
+    assert "warning: the GPU random states of" in capsys.readouterr().err
+
+
+def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, bench_dir, tmp_path):
+    from rkif.continual import adapter_dir
+    from rkif.evaluation import run_generation
+
+    out = str(tmp_path / "out")
+    tasks = ["weather", "sport", "food"]
+    for t, task in enumerate(tasks):
+        d = adapter_dir(out, tiny_t5, "RKIF", "order", t, task)
+        os.makedirs(d)
+        open(os.path.join(d, "adapter_model.bin"), "wb").close()
+    alive = []
+
+    class Model:  # stands for a 7B model: the next one may only load once this one is gone
+        pass
+
+    def make_predictor(adapter):
+        assert all(ref() is None for ref in alive), "the previous adapter's model is still resident"
+        model = Model()
+        alive.append(weakref.ref(model))
+        return lambda records: [type(model).__name__ for _ in records]
+
+    run_generation(kind="bwt", tasks=tasks, order_name="order", base_model=tiny_t5, method="RKIF", output_path=out,
+                   data_dir=bench_dir, batch_size=4, make_predictor=make_predictor)
+    assert len(alive) == 3  # one model per adapter, each gone before the next loaded
+
+
+def test_bf16_training_path_on_cpu(tiny_t5, bench_dir, tmp_path, monkeypatch):
+    """bf16 is refused without a GPU for users; HF 4.28.1 trains bf16 on CPU (CPU autocast), so the
+    tests reach the bf16 path: RKIF and the baselines with hooks and penalties, over two tasks."""
+    import rkif.training
+    from finetune_KIF_t5lora import main
+
+    from conftest import cli_args
+
+    monkeypatch.setattr(rkif.training, "training_precision", lambda precision, backbone="llama": (False, True))
+    out = str(tmp_path / "out")
+    for method in ("RKIF", "OLoRA", "EWC"):
+        for t in (0, 1):
+            main(cli_args(tiny_t5, bench_dir, out, t, method=method, val_set_size=0, num_epochs=1, precision="bf16"))
+        info = json.load(open(os.path.join(out, f"{os.path.basename(tiny_t5)}lora_{method}_dataset_id_order",
+                                           "1-sport", "run_info.json")))
+        assert info["precision"] == {"fp16": False, "bf16": True} and info["train_metrics"]["train_loss"] > 0
+        if method == "RKIF":
+            assert info["kif"]["fusions"] > 0 and info["kif"]["inner_nonfinite_skips"] == 0
+
+
+def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_dir, tmp_path):
+    """fp16 scaler logic on CPU (torch.amp.GradScaler("cpu")): an inf gradient in an outer step is
+    skipped by the scaler, enters no importance and does not advance the separate outer schedule."""
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
+
+    from rkif.loop import KIFConfig
+    from rkif.seq2seq import tokenize_seq2seq
+    from rkif.trainer import FeatureList, RecurrentKIFTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    records = json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8]
+    features = tokenize_seq2seq(records, tok, 64, 8)
+    model = new_lora_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), r=4, alpha=8, dropout=0.0,
+                           target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4,
+                             report_to="none", max_grad_norm=0.0)
+    trainer = RecurrentKIFTrainer(model=model, args=args, train_dataset=FeatureList(features),
+                                  data_collator=DataCollatorForSeq2Seq(tok, return_tensors="pt", padding=True),
+                                  kif_config=KIFConfig(outer_optimizer="separate", train_batch_size_outer=2),
+                                  memory_dataset=features)
+    trainer.create_optimizer_and_scheduler(num_training_steps=4)
+    trainer.state.max_steps = 4
+    trainer.do_grad_scaling, trainer.scaler = True, torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    trainer._kif_begin()
+    params = lora_parameters(model)
+    first = next(iter(params.values()))
+    before = {n: p.detach().clone() for n, p in params.items()}
+    handle = first.register_hook(lambda g: torch.full_like(g, float("inf")))
+    trainer.outer_step(trainer.draw_memory_batch()[1])
+    handle.remove()
+    assert trainer.outer_tracker.nonfinite_skips == 1 and trainer.outer_tracker.num_updates == 0
+    assert trainer.outer_scheduler.last_epoch == 0 and trainer.scaler.get_scale() == 2.0 ** 7
+    assert all(torch.equal(p, before[n]) for n, p in params.items())  # the scaler skipped the step
+    trainer.outer_step(trainer.draw_memory_batch()[1])
+    assert trainer.outer_tracker.num_updates == 1 and trainer.outer_scheduler.last_epoch == 1
+    assert all(torch.isfinite(s).all() for s in trainer.outer_tracker.scores().values())
