@@ -146,8 +146,6 @@ def precisions_section(train, model, data, order, out, flags, tasks, variants):
 
 def resume_section(train, model, data, order, out, flags, tasks):
     """RKIF task 1 run through, and again stopped at its middle checkpoint and resumed."""
-    from rkif.plain_data import load_plain
-
     steps = flags["max_steps"]
     runs = {}
     for name in ("through", "resumed"):

@@ -81,6 +81,7 @@ def train(
     started = time.time()
     from rkif.causal import check_long_prompts, check_template
     from rkif.continual import plan_task
+    from rkif.adapters import adapter_exists
     from rkif.folder_lock import hold_folder
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
@@ -106,6 +107,9 @@ def train(
         return
     # one process per task folder, from before the checkpoints are read until the adapter is saved
     with hold_folder(plan.output_dir):
+        if adapter_exists(plan.output_dir):  # finished by the process that held the folder before us
+            print(f"nothing to do: {plan.output_dir} holds the finished adapter of task {task_id}")
+            return
         resume_from_checkpoint = resolve_resume(resume_from_checkpoint, plan.output_dir)
         print_settings("Training LLaMA-LoRA with", settings, plan, micro_batch_size, gradient_accumulation_steps,
                        world_size)

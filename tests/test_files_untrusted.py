@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import cli_args
+from rkif.errors import InputError
 from rkif.plain_data import NotPlainDataError, load_plain
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -58,6 +59,14 @@ def test_load_plain_takes_what_the_project_writes_and_refuses_code(tmp_path):
     assert marker.exists()
 
 
+def test_a_truncated_file_is_an_error_naming_it(tmp_path):
+    torch.save({"t": torch.ones(1000)}, tmp_path / "state.pt")
+    data = (tmp_path / "state.pt").read_bytes()
+    (tmp_path / "state.pt").write_bytes(data[:len(data) // 2])  # a copy cut short
+    with pytest.raises(InputError, match=r"state.pt cannot be read .*truncated or corrupt"):
+        load_plain(str(tmp_path / "state.pt"))
+
+
 @pytest.fixture(scope="module")
 def trained(tiny_t5, bench_dir, tmp_path_factory):
     """Tasks 0 and 1 of RKIF (checkpoints kept), and task 0 of EWC."""
@@ -97,14 +106,16 @@ def test_crafted_ewc_state_and_adapter_are_refused_before_any_work(trained, tiny
         os.replace(saved, path)
 
 
-@pytest.mark.parametrize("name", ["kif_state_0.pt", "rng_state.pth", "optimizer.pt"])
-def test_crafted_checkpoint_files_are_refused_on_resume(name, trained, tiny_t5, bench_dir, tmp_path):
+@pytest.mark.parametrize("name, resume", [("kif_state_0.pt", "path"), ("rng_state.pth", "auto"),
+                                          ("optimizer.pt", "path")])
+def test_crafted_checkpoint_files_are_refused_on_resume(name, resume, trained, tiny_t5, bench_dir, tmp_path):
     out = str(tmp_path / "out")
     shutil.copytree(trained, out)
     marker = str(tmp_path / "marker")
     task = os.path.join(run_dir(out, tiny_t5, "RKIF"), "1-sport")
     checkpoint = os.path.join(task, sorted((d for d in os.listdir(task) if d.startswith("checkpoint-")),
                                            key=lambda d: int(d.split("-")[1]))[-1])
+    os.remove(os.path.join(task, "adapter_model.bin"))  # unfinished, as a kill before the final save leaves it
     path = os.path.join(checkpoint, name)
     craft(path, marker, like=load_plain(path) if name != "optimizer.pt" else None)
     # the attacker also fixes the completion marker's recorded size, so the checkpoint still counts as complete
@@ -114,7 +125,7 @@ def test_crafted_checkpoint_files_are_refused_on_resume(name, trained, tiny_t5, 
     with open(os.path.join(checkpoint, "checkpoint_complete.json"), "w") as f:
         json.dump(complete, f)
     before = sorted(os.listdir(task))
-    for resume in (checkpoint, "auto"):
-        p = train(cli_args(tiny_t5, bench_dir, out, 1, val_set_size=0, resume_from_checkpoint=resume))
-        refused(p, marker, path)
-        assert sorted(os.listdir(task)) == before
+    p = train(cli_args(tiny_t5, bench_dir, out, 1, val_set_size=0,
+                       resume_from_checkpoint=checkpoint if resume == "path" else resume))
+    refused(p, marker, path)
+    assert sorted(os.listdir(task)) == before

@@ -79,6 +79,29 @@ def test_released_label_rule_below_at_and_over_the_cutoff(tok, train_on_inputs, 
         assert sum(x != -100 for x in roomy["labels"]) == F + 1 - P  # the response and EOS
 
 
+def test_released_labels_pinned_by_hand(tok):
+    """The released rule's three cases, written out: room for everything, a response cut at the
+    cutoff, a prompt that fills the cutoff (its last token keeps its label; none without add_eos_token)."""
+    P, F = lengths(tok, LONG)
+    ids = tok(alpaca_prompt(LONG["instruction"], LONG["input"], LONG["output"]))["input_ids"]
+    eos = tok.eos_token_id
+    roomy = tokenize_causal([LONG], tok, F + 1)[0]
+    assert roomy["input_ids"] == ids + [eos] and roomy["labels"] == [-100] * P + ids[P:] + [eos]
+    cut = tokenize_causal([LONG], tok, P + 2)[0]
+    assert cut["input_ids"] == ids[:P + 2] and cut["labels"] == [-100] * P + ids[P:P + 2]
+    full = tokenize_causal([LONG], tok, P)[0]
+    assert full["input_ids"] == ids[:P] and full["labels"] == [-100] * (P - 1) + [ids[P - 1]]
+    assert tokenize_causal([LONG], tok, P, add_eos_token=False)[0]["labels"] == [-100] * P
+
+
+def test_shorten_input_gives_up_the_input_when_nothing_of_it_fits(tok):
+    no_input = len(tok(alpaca_prompt(LONG["instruction"], "", LONG["output"]))["input_ids"]) + 1
+    assert shortened_input(LONG, tok, no_input) == ""  # even " ... " does not fit: the no-input template
+    f = tokenize_causal([LONG], tok, no_input, long_prompts="shorten_input")[0]
+    assert f == released_rule({**LONG, "input": ""}, tok, no_input, False, True)
+    assert f["input_ids"][-1] == tok.eos_token_id
+
+
 def test_shorten_input_keeps_the_whole_response(tok):
     P, F = lengths(tok, LONG)
     cutoff = (P + F) // 2 - 20  # the full text overruns; the prompt without most of its input fits

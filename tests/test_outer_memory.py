@@ -47,6 +47,7 @@ def test_chunked_outer_batches_give_the_whole_batchs_adapter(tiny_t5, bench_dir,
         adapters[chunk] = torch.load(os.path.join(task, "adapter_model.bin"))
         info = json.load(open(os.path.join(task, "run_info.json")))
         assert info["gradient_checkpointing"] is False and info["kif"]["kif_outer_micro_batch_size"] == chunk
+        assert 0.1 < info["peak_host_memory_gib"] < 24  # this process's peak RAM: a model, not nothing
         sizes[chunk] = seen
     fusions = len(sizes[0])
     assert fusions > 0 and sizes[0] == [4] * fusions  # B_out 4 in one pass

@@ -141,14 +141,17 @@ def long_prompt_counts(records, tokenizer, cutoff_len=512):
 def long_prompt_report(plan, tokenizer, cutoff_len, rule):
     """long_prompt_counts of the task's training set, memory and validation set, printed and returned
     (run_info.json keeps them), so that a user sees what the cutoff costs under either rule."""
+    import os
+
     report = {"rule": rule}
-    print(f"  long prompts (cutoff {cutoff_len}, rule in use: {rule}):")
+    show = print if int(os.environ.get("LOCAL_RANK", 0)) == 0 else (lambda *a, **k: None)
+    show(f"  long prompts (cutoff {cutoff_len}, rule in use: {rule}):")
     for part in ("train", "memory", "validation"):
         records = getattr(plan, part)
         if not records:
             continue
         c = report[part] = long_prompt_counts(records, tokenizer, cutoff_len)
-        print(f"    {part}, {c['examples']} examples: released: {c['released']['response_cut']} lose response "
+        show(f"    {part}, {c['examples']} examples: released: {c['released']['response_cut']} lose response "
               f"tokens, {c['released']['no_response']} of them all but one; shorten_input: "
               f"{c['shorten_input']['input_cut']} inputs shortened, {c['shorten_input']['response_cut']} "
               "responses still cut")
@@ -196,8 +199,9 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
 
     Prompts are fed whole, as the released generator feeds them, except: max_prompt_tokens cuts each
     prompt to that many tokens (its beginning goes); a prompt longer than the model's context window
-    (max_position_embeddings) is cut, with a warning naming it (names[i], else its position), so that
-    it and max_new_tokens fit.
+    (max_position_embeddings) is cut to window - max_new_tokens tokens, so that it and its answer
+    fit, with a warning naming it (names[i], else its position). A prompt within the window is left
+    whole even if its answer will run past it, as released.
     """
     import sys
 

@@ -26,7 +26,7 @@ from transformers.trainer_callback import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from .adapters import ADAPTER_WEIGHTS, load_adapter_weights
-from .errors import WriteFailedError, write_failure
+from .errors import write_failed
 from .plain_data import load_plain
 
 COMPLETE = "checkpoint_complete.json"
@@ -186,12 +186,11 @@ class AdapterCheckpointMixin:
                 write_complete_marker(checkpoint, self.state.global_step,
                                       required_files(self.args.world_size, self.extra_checkpoint_files))
         except (OSError, RuntimeError) as e:
-            failure = write_failure(e, checkpoint)
-            if failure is None:
+            error = write_failed(e, checkpoint, f"{checkpoint} stays incomplete and will be skipped; nothing complete "
+                                 f"was removed. {resume_hint(os.path.dirname(checkpoint))}")
+            if error is None:
                 raise
-            raise WriteFailedError(f"writing {failure[0]} failed: {failure[1]}. {checkpoint} stays incomplete and "
-                                   "will be skipped; nothing complete was removed. "
-                                   + resume_hint(os.path.dirname(checkpoint))) from None
+            raise error from None
         if self.args.should_save:
             self._rotate_checkpoints(use_mtime=True, output_dir=os.path.dirname(checkpoint))
 

@@ -41,3 +41,10 @@ def write_failure(exc, folder):
         return exc.filename, cause
     files = [os.path.join(d, f) for d, _, names in os.walk(folder) for f in names] if os.path.isdir(folder) else []
     return max(files, key=os.path.getmtime, default=folder), cause
+
+
+def write_failed(exc, folder, consequence):
+    """WriteFailedError("writing FILE failed: CAUSE. consequence") for a failed write under ``folder``,
+    or None when ``exc`` is no write failure (the caller re-raises it)."""
+    failure = write_failure(exc, folder)
+    return None if failure is None else WriteFailedError(f"writing {failure[0]} failed: {failure[1]}. {consequence}")

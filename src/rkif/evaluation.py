@@ -15,7 +15,7 @@ import sys
 from .adapters import adapter_exists
 from .continual import DEFAULT_SEED, adapter_dir, run_dir, run_name
 from .data import check_task_records, load_records, task_file
-from .errors import InputError, WriteFailedError, write_failure
+from .errors import InputError, write_failed
 from .folder_lock import hold_folder
 from .generation import PARTIAL, write_predictions
 from .metrics import (RELEASED, backward_transfer, check_complete, check_released_order, matrix_metrics,
@@ -91,10 +91,8 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
                     write_predictions(records, predict, path, batch_size, lengths=lengths,
                                       desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
                 except OSError as e:
-                    file, cause = write_failure(e, pred_dir)
-                    raise WriteFailedError(f"writing {file} failed: {cause}. Finished prediction files are kept, "
-                                           f"and so are the finished lines of {path}{PARTIAL}; a rerun continues "
-                                           "from them") from None
+                    raise write_failed(e, pred_dir, f"Finished prediction files are kept, and so are the finished "
+                                       f"lines of {path}{PARTIAL}; a rerun continues from them") from None
     return pred_dir
 
 

@@ -48,23 +48,38 @@ def lock_holder(folder):
 
 
 def _acquire(path, folder, what):
-    while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    """An fd holding the lock, None where the filesystem has no flock, or FolderBusyError."""
+    for attempt in range(20):  # a status probe (lock_holder) holds it for microseconds: try again briefly
+        os.makedirs(folder, exist_ok=True)  # its last holder may have removed it, empty, as we looked
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except FileNotFoundError:
+            continue
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if attempt < 19:
+                os.close(fd)
+                time.sleep(0.05)
+                continue
             h = _holder(fd)
             os.close(fd)
             raise FolderBusyError(
                 f"the {what} {folder} is in use by another process (pid {h.get('pid', '?')} on host "
                 f"{h.get('host', '?')}, since {h.get('since', '?')}); two writers would delete each other's "
                 "files. Wait for it to end or stop it; a lock left by a process that died does not count") from None
+        except OSError as e:  # e.g. a network filesystem without flock
+            os.close(fd)
+            print(f"warning: cannot lock the {what} {folder} ({os.strerror(e.errno)}); one writer per folder is not "
+                  "enforced there", file=sys.stderr)
+            return None
         try:
             if os.stat(path).st_ino == os.fstat(fd).st_ino:
                 return fd
         except FileNotFoundError:
             pass
         os.close(fd)  # its last holder removed the file as we opened it: take the new one
+    raise FolderBusyError(f"the {what} {folder}: could not take its lock file {path}")
 
 
 @contextmanager
@@ -80,9 +95,11 @@ def hold_folder(folder, what="task folder"):
     while not os.path.exists(d):
         created.append(d)
         d = os.path.dirname(d)
-    os.makedirs(folder, exist_ok=True)
     path = os.path.join(folder, LOCK_NAME)
     fd = _acquire(path, folder, what)
+    if fd is None:
+        yield
+        return
     try:
         os.ftruncate(fd, 0)
         os.lseek(fd, 0, os.SEEK_SET)
@@ -91,11 +108,13 @@ def hold_folder(folder, what="task folder"):
                                  "command": " ".join(sys.argv)[:500]}).encode())
         yield
     finally:
-        if created and os.listdir(folder) == [LOCK_NAME]:
-            os.unlink(path)  # while still held: a process that opened it meanwhile sees it gone and retries
-            for d in created:
-                try:
-                    os.rmdir(d)
-                except OSError:
-                    break
-        os.close(fd)  # releases the lock
+        try:
+            if created and os.listdir(folder) == [LOCK_NAME]:
+                os.unlink(path)  # while still held: a process that opened it meanwhile sees it gone and retries
+                for d in created:
+                    try:
+                        os.rmdir(d)
+                    except OSError:
+                        break
+        finally:
+            os.close(fd)  # releases the lock

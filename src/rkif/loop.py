@@ -190,7 +190,8 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         if state["global_step"] != self.state.global_step:
             raise RuntimeError(f"{path} is for step {state['global_step']}, the Trainer resumed at "
                                f"{self.state.global_step}")
-        # each tensor on its own parameter's device: device_map="auto" spreads layers over GPUs
+        # each tensor on its own parameter's device: the patched-Trainer route loads with
+        # device_map="auto", which spreads layers over GPUs
         params = dict(self.model.named_parameters())
         on_device = lambda tensors: {n: t.to(params[n].device) for n, t in tensors.items()}  # noqa: E731
         self.anchor = on_device(state["anchor"])
@@ -246,7 +247,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             model.zero_grad()
         finally:
             self._in_outer_loop = False
-        return loss.item()
+        return loss  # a tensor: read once per fusion, not once per outer step
 
     def _outer_forward_backward(self, model, batch):
         """The memory batch's loss and gradients: in one pass (released), or with outer_micro_batch_size
@@ -262,7 +263,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         tokens = (labels != -100).sum(dim=1).tolist()
         total = max(sum(tokens), 1)
         loss = 0.0
-        try:
+        try:  # host sync: one per outer step, and only when chunking
             for start in range(0, size, chunk):
                 n = min(chunk, size - start)
                 part = {k: v.narrow(0, start, n) if torch.is_tensor(v) and len(v) == size else v
@@ -285,8 +286,9 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         for _ in range(self.kif.outer_iterations):
             indices, batch = self.draw_memory_batch()
             drawn.append(indices)
-            # Logged and recorded as the model's loss, comparable with the ordinary training loss.
-            losses.append(self.outer_step(batch) * self.args.gradient_accumulation_steps)
+            losses.append(self.outer_step(batch))
+        # Logged and recorded as the model's loss, comparable with the ordinary training loss.
+        losses = [v * self.args.gradient_accumulation_steps for v in torch.stack(losses).tolist()]
         outer_done = _clock()
         with torch.no_grad():
             delta_in = {n: theta_k[n] - self.anchor[n] for n in params}

@@ -35,6 +35,10 @@ def load_plain(path, map_location="cpu"):
             f"{path} holds something other than plain data (tensors, numbers, strings, lists, dicts): {what}. "
             "It was not loaded, since loading it could run code; use files written by this project, or remove it "
             "and rerun the step that writes it") from None
+    except (RuntimeError, EOFError) as e:  # a truncated or corrupt archive (a copy cut short, a full disk)
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise InputError(f"{path} cannot be read ({reason}); it may be truncated or corrupt: copy it again, or "
+                         "remove it and rerun the step that writes it") from None
 
 
 def check_plain(paths):

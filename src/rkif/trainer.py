@@ -28,5 +28,8 @@ class RecurrentKIFTrainer(RecurrentKIFMixin, _Trainer):
         if self.extra_loss is None or not model.training:  # evaluation losses stay the task's
             return result
         loss, outputs = result if return_outputs else (result, None)
-        loss = loss + self.extra_loss(unwrap_model(model))
+        extra = self.extra_loss(unwrap_model(model))
+        if self._outer_chunk_weight is not None:  # a memory batch in chunks: the term counts once in all
+            extra = extra * self._outer_chunk_weight
+        loss = loss + extra
         return (loss, outputs) if return_outputs else loss

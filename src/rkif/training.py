@@ -9,7 +9,7 @@ import shutil
 import signal
 import sys
 
-from .errors import InputError, WriteFailedError, write_failure
+from .errors import InputError, write_failed
 from .flags import check_base_model, in_range, non_negative, positive
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -67,7 +67,11 @@ def set_up_devices(world_size):
         return
     n = torch.cuda.device_count()
     if world_size > 1:
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if local_rank >= n:
+            raise InputError(f"LOCAL_RANK {local_rank}, but this process sees {n} GPU(s): give torchrun "
+                             f"--nproc_per_node at most the number of GPUs (CUDA_VISIBLE_DEVICES)")
+        torch.cuda.set_device(local_rank)
     elif n > 1:
         raise InputError(
             f"this process sees {n} GPUs (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}) and "
@@ -301,12 +305,11 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         try:
             save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
         except (OSError, RuntimeError) as e:
-            failure = write_failure(e, plan.output_dir)
-            if failure is None:
+            error = write_failed(e, plan.output_dir, f"The task's adapter was not saved (no adapter_model.bin in "
+                                 f"{plan.output_dir}). {resume_hint(plan.output_dir)}")
+            if error is None:
                 raise
-            raise WriteFailedError(f"writing {failure[0]} failed: {failure[1]}. The task's adapter was not saved "
-                                   f"(no adapter_model.bin in {plan.output_dir}). {resume_hint(plan.output_dir)}"
-                                   ) from None
+            raise error from None
         print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()

@@ -8,6 +8,7 @@ loss. Both are saved beside the adapter as ewc_state.pt and read by the next tas
 
 import contextlib
 import os
+import sys
 
 import torch
 
@@ -42,7 +43,7 @@ def diagonal_fisher(model, batches, parameters, autocast=contextlib.nullcontext,
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in parameters.items()}
     was_training = model.training
     model.eval()
-    count = 0
+    count = skipped = 0
     for batch in batches:
         model.zero_grad()
         with autocast():
@@ -50,12 +51,17 @@ def diagonal_fisher(model, batches, parameters, autocast=contextlib.nullcontext,
         (loss * loss_scale).backward()
         grads = {n: p.grad.detach().float() / loss_scale for n, p in parameters.items() if p.grad is not None}
         if loss_scale != 1.0 and not all(torch.isfinite(g).all() for g in grads.values()):
+            skipped += 1
             continue
         for n, g in grads.items():
             fisher[n] += g ** 2
         count += 1
     model.zero_grad()
     model.train(was_training)
+    if skipped:
+        print(f"warning: EWC Fisher: {skipped} of {skipped + count} batches overflowed at loss scale {loss_scale} "
+              "and were left out" + ("; the Fisher is all zeros, so EWC will not hold this task" if not count else ""),
+              file=sys.stderr)
     return {n: f / max(count, 1) for n, f in fisher.items()}
 
 
