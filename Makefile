@@ -17,8 +17,10 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) src/demo.py
 
+# Two workers, one thread each: on 2 cores two torch processes with default threading slow each
+# other down many times over, and one thread per tiny model loses little.
 test: $(STAMP)
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n 2 tests
 
 bench: $(STAMP)
 	$(PY) scripts/bench_kif_overhead.py

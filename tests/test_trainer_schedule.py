@@ -111,7 +111,7 @@ def test_fusion_writes_four_case_combination_into_the_model(tiny_t5, bench_dir, 
                 p.grad = torch.rand(p.shape, generator=g)
                 p.add_(outer_delta[n])
         trainer.outer_tracker.update(trainer.model.named_parameters())
-        return 0.0
+        return torch.tensor(0.0)  # as outer_step: the loss as a tensor, read once per fusion
 
     trainer.outer_step = fake_outer_step
     trainer.recurrent_step()
