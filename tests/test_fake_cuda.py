@@ -242,24 +242,39 @@ def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, be
     assert len(alive) == 3  # one model per adapter, each gone before the next loaded
 
 
-def test_bf16_training_path_on_cpu(tiny_t5, bench_dir, tmp_path, monkeypatch):
+@pytest.mark.parametrize("backbone", ["t5", "llama"])
+@pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])
+def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_dir, tmp_path, monkeypatch):
     """bf16 is refused without a GPU for users; HF 4.28.1 trains bf16 on CPU (CPU autocast), so the
-    tests reach the bf16 path: RKIF and the baselines with hooks and penalties, over two tasks."""
+    tests reach the bf16 path of every method on both backbones over two tasks (MTL: once)."""
+    import finetune_KIF_llama
+    import finetune_KIF_t5lora
     import rkif.training
-    from finetune_KIF_t5lora import main
 
     from conftest import cli_args
 
     monkeypatch.setattr(rkif.training, "training_precision", lambda precision, backbone="llama": (False, True))
     out = str(tmp_path / "out")
-    for method in ("RKIF", "OLoRA", "EWC"):
-        for t in (0, 1):
-            main(cli_args(tiny_t5, bench_dir, out, t, method=method, val_set_size=0, num_epochs=1, precision="bf16"))
-        info = json.load(open(os.path.join(out, f"{os.path.basename(tiny_t5)}lora_{method}_dataset_id_order",
-                                           "1-sport", "run_info.json")))
-        assert info["precision"] == {"fp16": False, "bf16": True} and info["train_metrics"]["train_loss"] > 0
-        if method == "RKIF":
-            assert info["kif"]["fusions"] > 0 and info["kif"]["inner_nonfinite_skips"] == 0
+    model = tiny_t5 if backbone == "t5" else tiny_llama
+    main = finetune_KIF_t5lora.main if backbone == "t5" else finetune_KIF_llama.main
+    extra = {} if backbone == "t5" else {"cutoff_len": 128}
+    for t in ((2,) if method == "MTL" else (0, 1)):
+        main(cli_args(model, bench_dir, out, t, method=method, val_set_size=0, num_epochs=1, precision="bf16",
+                      **extra))
+    task = "2-food" if method == "MTL" else "1-sport"
+    info = json.load(open(os.path.join(out, f"{os.path.basename(model)}lora_{method}_dataset_id_order", task,
+                                       "run_info.json")))
+    assert info["precision"] == {"fp16": False, "bf16": True} and info["train_metrics"]["train_loss"] > 0
+    if method == "RKIF":
+        assert info["kif"]["fusions"] > 0 and info["kif"]["inner_nonfinite_skips"] == 0
+
+
+@pytest.fixture(scope="module")
+def tiny_llama(bench_dir, tmp_path_factory):
+    from rkif.tiny import build_tiny_llama, llama_corpus
+
+    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama_bf16")), llama_corpus(bench_dir), vocab_size=300,
+                            hidden_size=32, intermediate_size=64, num_heads=2)
 
 
 def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_dir, tmp_path):

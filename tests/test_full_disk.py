@@ -104,3 +104,35 @@ def test_full_disk_while_checkpointing(limit, reference, tiny_t5, bench_dir, tmp
         if mounted:
             subprocess.run(["umount", out], check=False)
         shutil.rmtree(out, ignore_errors=True)
+
+
+def test_full_disk_while_writing_predictions(tiny_t5, bench_dir, tmp_path):
+    """Generation under a file-size limit: one `error:` line naming the file and what is kept, exit 2;
+    a rerun with room finishes every prediction file."""
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSeq2SeqLM
+
+    from rkif.continual import adapter_dir
+
+    out = str(tmp_path / "out")
+    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
+        r=4, lora_alpha=8, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM))
+    model.save_pretrained(adapter_dir(out, tiny_t5, "RKIF", "order", 2, "food"))
+    cmd = [sys.executable, os.path.join(ROOT, "src", "generate_avgPerf_t5lora.py"), f"--base_model={tiny_t5}",
+           f"--dataset_id={os.path.join(bench_dir, 'order.json')}", f"--data_dir={bench_dir}", f"--output_path={out}",
+           "--batch_size=2", "--max_length=8", "--precision=fp32"]
+
+    def limited():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (400, 400))
+
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600, preexec_fn=limited)
+    err = p.stderr.strip().splitlines()
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr[-3000:]
+    assert err[-1].startswith("error: writing ") and "failed: file too large." in err[-1], err[-1]
+    assert "Finished prediction files are kept" in err[-1] and "a rerun continues from them" in err[-1]
+    p = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert p.returncode == 0, p.stderr[-2000:]
+    pred_dir = os.path.join(out, f"{os.path.basename(tiny_t5)}lora_RKIF_dataset_id_order_avgPerf")
+    assert sorted(f for f in os.listdir(pred_dir) if f.endswith(".jsonl")) == \
+        ["0-weather.jsonl", "1-sport.jsonl", "2-food.jsonl"]

@@ -101,11 +101,14 @@ def hold_folder(folder, what="task folder"):
         yield
         return
     try:
-        os.ftruncate(fd, 0)
-        os.lseek(fd, 0, os.SEEK_SET)
-        os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                 "since": time.strftime("%Y-%m-%d %H:%M:%S"),
-                                 "command": " ".join(sys.argv)[:500]}).encode())
+        try:  # who holds it, for the message a second process prints; the lock itself is the flock
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                     "since": time.strftime("%Y-%m-%d %H:%M:%S"),
+                                     "command": " ".join(sys.argv)[:500]}).encode())
+        except OSError:  # a full disk: the write that fails next says so
+            pass
         yield
     finally:
         try:
