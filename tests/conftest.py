@@ -25,6 +25,14 @@ def tiny_t5(tmp_path_factory, bench_dir):
     return build_tiny_t5(d, corpus_from_data_dir(bench_dir), vocab_size=256, d_model=32, d_ff=64, num_heads=2)
 
 
+@pytest.fixture(scope="session")
+def tiny_llama(bench_dir, tmp_path_factory):
+    from rkif.tiny import build_tiny_llama, llama_corpus
+
+    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama")), llama_corpus(bench_dir), vocab_size=300,
+                            hidden_size=32, intermediate_size=64, num_heads=2)
+
+
 def cli_args(tiny_t5, bench_dir, out, task_id, method="RKIF", **extra):
     """Flags of a fast 3-task run on the fixture benchmark."""
     flags = dict(base_model=tiny_t5, data_dir=bench_dir, dataset_id=os.path.join(bench_dir, "order.json"),

@@ -269,14 +269,6 @@ def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_
         assert info["kif"]["fusions"] > 0 and info["kif"]["inner_nonfinite_skips"] == 0
 
 
-@pytest.fixture(scope="module")
-def tiny_llama(bench_dir, tmp_path_factory):
-    from rkif.tiny import build_tiny_llama, llama_corpus
-
-    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama_bf16")), llama_corpus(bench_dir), vocab_size=300,
-                            hidden_size=32, intermediate_size=64, num_heads=2)
-
-
 def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_dir, tmp_path):
     """fp16 scaler logic on CPU (torch.amp.GradScaler("cpu")): an inf gradient in an outer step is
     skipped by the scaler, enters no importance and does not advance the separate outer schedule."""

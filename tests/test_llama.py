@@ -11,17 +11,10 @@ from transformers import AutoModelForCausalLM
 
 from finetune_KIF_llama import main as llama_main
 from rkif.causal import alpaca_prompt, greedy_causal, load_causal_for_generation, load_tokenizer, tokenize_causal
-from rkif.tiny import build_tiny_llama, llama_corpus
 from run_pipeline import run_order
 
 RECORD = {"id": "w_0", "instruction": "What is the weather? Choose one from the option. Option: sunny, rainy.\n",
           "input": "Text: bright day\n\nAnswer:", "output": "sunny"}
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(bench_dir, tmp_path_factory):
-    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama")), llama_corpus(bench_dir), vocab_size=300,
-                            hidden_size=32, intermediate_size=64, num_heads=2)
 
 
 @pytest.fixture(scope="module")

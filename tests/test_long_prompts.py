@@ -15,19 +15,12 @@ from rkif.causal import (ELLIPSIS, alpaca_prompt, causal_predictor_factory, gree
                          long_prompt_counts, released_answer, shortened_input, tokenize_causal)
 from rkif.cli import evaluate, generate_t5
 from rkif.continual import adapter_dir
-from rkif.tiny import build_tiny_llama, llama_corpus
 from rkif.trainer import FeatureList, RecurrentKIFTrainer
 
 LONG_INPUT = "Text: " + " ".join(["bright sunny day with clear sky"] * 12) + "\n\nAnswer:"
 SHORT = {"id": "s_0", "instruction": "What is the weather? Option: sunny, rainy.\n", "input": "Text: rain\n\nAnswer:",
          "output": "rainy"}
 LONG = {**SHORT, "id": "l_0", "input": LONG_INPUT, "output": "sunny and bright"}
-
-
-@pytest.fixture(scope="module")
-def tiny_llama(bench_dir, tmp_path_factory):
-    return build_tiny_llama(str(tmp_path_factory.mktemp("tiny_llama_long")), llama_corpus(bench_dir), vocab_size=300,
-                            hidden_size=32, intermediate_size=64, num_heads=2)
 
 
 @pytest.fixture(scope="module")

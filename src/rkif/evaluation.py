@@ -88,8 +88,9 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
                     if lengths is not None:
                         record_long_inputs(pred_dir, os.path.relpath(path, pred_dir), lengths,
                                            predict.training_cutoff)
-                    write_predictions(records, predict, path, batch_size, lengths=lengths,
-                                      desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
+                    # batches by characters, as before: near-ties of a small model can flip with the
+                    # padding of another batch composition, and the demo's figures are measured this way
+                    write_predictions(records, predict, path, batch_size, desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
                 except OSError as e:
                     raise write_failed(e, pred_dir, f"Finished prediction files are kept, and so are the finished "
                                        f"lines of {path}{PARTIAL}; a rerun continues from them") from None
