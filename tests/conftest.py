@@ -33,6 +33,23 @@ def tiny_llama(bench_dir, tmp_path_factory):
                             hidden_size=32, intermediate_size=64, num_heads=2)
 
 
+def random_lora_adapter(model_class, base_model, folder, targets, task_type, scale, seed=0):
+    """A LoRA adapter with random A and B (peft starts B at zero, which changes nothing), saved to
+    folder; returns the PeftModel."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    model = get_peft_model(model_class.from_pretrained(base_model),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), task_type=task_type))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * scale)
+    model.save_pretrained(str(folder))
+    return model
+
+
 def cli_args(tiny_t5, bench_dir, out, task_id, method="RKIF", **extra):
     """Flags of a fast 3-task run on the fixture benchmark."""
     flags = dict(base_model=tiny_t5, data_dir=bench_dir, dataset_id=os.path.join(bench_dir, "order.json"),

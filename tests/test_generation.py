@@ -6,6 +6,7 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSeq2SeqLM
 
+from conftest import random_lora_adapter
 from rkif.generation import length_sorted_batches, read_partial, write_predictions
 from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation
 
@@ -95,14 +96,7 @@ def test_generation_numerics_per_precision_and_device(monkeypatch):
 def test_bf16_generation_keeps_the_adapter_unmerged_in_fp32(tiny_t5, tmp_path):
     """The GPU default, run on CPU (bf16 matmuls work there): bf16 base, LoRA branch unmerged in fp32,
     logits close to fp32's; bf16_merged folds the adapter into the weights; released is fp16 throughout."""
-    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.3)
-    model.save_pretrained(str(tmp_path / "adapter"))
+    random_lora_adapter(AutoModelForSeq2SeqLM, tiny_t5, tmp_path / "adapter", ["q", "v"], TaskType.SEQ_2_SEQ_LM, 0.3)
     logits = {}
     for precision in ("fp32", "bf16", "bf16_merged", "released"):
         m, tok, _ = load_seq2seq_for_generation(tiny_t5, str(tmp_path / "adapter"), precision)

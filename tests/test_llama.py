@@ -6,9 +6,10 @@ import shutil
 
 import pytest
 import torch
-from peft import LoraConfig, TaskType, get_peft_model
+from peft import TaskType
 from transformers import AutoModelForCausalLM
 
+from conftest import random_lora_adapter
 from finetune_KIF_llama import main as llama_main
 from rkif.causal import alpaca_prompt, greedy_causal, load_causal_for_generation, load_tokenizer, tokenize_causal
 from run_pipeline import run_order
@@ -63,14 +64,8 @@ def test_eos_at_the_cutoff_and_truncation(tok):
 
 
 def test_batched_left_padded_greedy_equals_one_at_a_time(tiny_llama, bench_dir, tmp_path):
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type=TaskType.CAUSAL_LM))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    model.save_pretrained(str(tmp_path / "adapter"))
+    random_lora_adapter(AutoModelForCausalLM, tiny_llama, tmp_path / "adapter", ["q_proj", "v_proj"],
+                        TaskType.CAUSAL_LM, 0.5)
     m, tok, device = load_causal_for_generation(tiny_llama, str(tmp_path / "adapter"))
     with open(os.path.join(bench_dir, "test", "sport.json")) as f:
         recs = json.load(f)

@@ -10,6 +10,7 @@ import torch
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, TrainingArguments
 
+from conftest import random_lora_adapter
 from finetune_KIF_llama import main as llama_main
 from rkif.causal import (ELLIPSIS, alpaca_prompt, causal_predictor_factory, greedy_causal, load_tokenizer,
                          long_prompt_counts, released_answer, shortened_input, tokenize_causal)
@@ -191,15 +192,8 @@ def test_released_answer():
 
 @pytest.fixture(scope="module")
 def llama_adapter(tiny_llama, tmp_path_factory):
-    model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_llama), LoraConfig(
-        r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"], task_type=TaskType.CAUSAL_LM))
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for n, p in model.named_parameters():
-            if "lora_" in n:
-                p.copy_(torch.randn(p.shape, generator=g) * 0.5)
     path = str(tmp_path_factory.mktemp("llama_adapter"))
-    model.save_pretrained(path)
+    random_lora_adapter(AutoModelForCausalLM, tiny_llama, path, ["q_proj", "v_proj"], TaskType.CAUSAL_LM, 0.5)
     return path
 
 
