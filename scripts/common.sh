@@ -5,6 +5,8 @@
 #   OUTPUT_PATH  adapters and predictions (default output)
 #   METHOD       RKIF (default), SeqLoRA, Replay, OLoRA, IncLoRA, EWC or MTL
 #   SEED         42 (default); another seed trains and scores into its own folders (suffix _seed{n})
+#   RECIPE       rkif (default) or olora: the training protocol (src/rkif/recipes.py); flags given to the
+#                script still win; a recipe other than rkif has its own folders (suffix _recipe-{name})
 #   DATASET_IDS  orders to run (default "4 5 6 1 2 3"); an order may be a JSON file of task names
 #   PYTHON       interpreter (default .venv/bin/python if present, else python)
 #   BATCH_SIZE   generation batch of the test scripts (default 32)
@@ -23,9 +25,12 @@ fi
 BATCH_SIZE=${BATCH_SIZE:-32}  # generation batch of the test scripts
 RESUME=${RESUME:-1}
 SEED=${SEED:-42}
+RECIPE=${RECIPE:-rkif}
+case "$RECIPE" in rkif|olora) ;; *) echo "error: RECIPE must be rkif or olora, got '$RECIPE'" >&2; exit 2 ;; esac
 case "$SEED" in ''|*[!0-9]*) echo "error: SEED must be a non-negative integer, got '$SEED'" >&2; exit 2 ;; esac
-SEED_SUFFIX=""
-[ "$SEED" -ne 42 ] && SEED_SUFFIX="_seed$SEED"
+RUN_SUFFIX=""
+[ "$RECIPE" != rkif ] && RUN_SUFFIX="_recipe-$RECIPE"
+[ "$SEED" -ne 42 ] && RUN_SUFFIX="${RUN_SUFFIX}_seed$SEED"
 case "$RESUME" in 0|1) ;; *) echo "error: RESUME must be 0 or 1, got '$RESUME'" >&2; exit 2 ;; esac
 if [ "$GPU" = cpu ]; then export CUDA_VISIBLE_DEVICES=""; else export CUDA_VISIBLE_DEVICES="$GPU"; fi
 
@@ -43,13 +48,14 @@ train_grid() {
     order_name=$(PYTHONPATH=src "$PYTHON" -m rkif.tasks --name "$dataset_id")
     task_id=0
     for task in $tasks; do
-      out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}${SEED_SUFFIX}/${task_id}-${task}"
+      out="$OUTPUT_PATH/${model_name}lora_${METHOD}_dataset_id_${order_name}${RUN_SUFFIX}/${task_id}-${task}"
       if [ -f "$out/adapter_model.bin" ]; then
         echo "skip: order $dataset_id task $task_id-$task (adapter exists at $out)"
       else
         echo "train: order $dataset_id task $task_id-$task"
         "$PYTHON" "$script" --method_name "$METHOD" --base_model "$BASE_MODEL" --data_dir "$DATA_DIR" \
           --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" --task_id "$task_id" --seed "$SEED" \
+          --recipe "$RECIPE" \
           "${resume[@]}" "$@"
       fi
       task_id=$((task_id + 1))
@@ -67,7 +73,7 @@ test_grid() {
   [ $# -gt 0 ] && shift
   for dataset_id in $DATASET_IDS; do
     flags=(--base_model "$BASE_MODEL" --dataset_id "$dataset_id" --method_name "$METHOD"
-           --data_dir "$DATA_DIR" --output_path "$OUTPUT_PATH" --seed "$SEED")
+           --data_dir "$DATA_DIR" --output_path "$OUTPUT_PATH" --seed "$SEED" --recipe "$RECIPE")
     for g in "${generators[@]}"; do
       "$PYTHON" "$g" "${flags[@]}" --batch_size "$BATCH_SIZE" "$@"
     done

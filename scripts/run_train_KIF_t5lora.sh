@@ -12,11 +12,9 @@ cd "$(dirname "$0")/.."
 
 source scripts/common.sh
 
+# The training protocol (epochs 10, batch 8 = 2 x 4 accumulation, lr 3e-4, ...) is the recipe's: RECIPE=rkif
+# (default) or olora, see src/rkif/recipes.py; the Recurrent-KIF settings below are the released grid's.
 train_grid src/finetune_KIF_t5lora.py \
-  --num_epochs 10 \
-  --batch_size 8 \
-  --micro_batch_size 2 \
-  --learning_rate 3e-4 \
   --inner_iterations 8 \
   --outer_iterations 4 \
   --train_batch_size_outer 8 \

@@ -1,9 +1,10 @@
 """EWC's penalty weight from a small sweep on the demo benchmark (how the default was chosen).
 
-    .venv/bin/python scripts/sweep_ewc_lambda.py [--lambdas 10,100,1000,10000,100000]
+    .venv/bin/python scripts/sweep_ewc_lambda.py [--lambdas 1000,3000,10000] [--seed 0] [--ewc_fisher batch]
 
 Each value trains the demo's three synthetic tasks with EWC (the demo's settings: tiny T5,
-15 epochs, lr 5e-3, validation off), predicts every R[t][i] and reports OP, BWT, forgetting
+15 epochs, lr 5e-3, micro-batch 8, validation off, the default per-example Fisher; --seed as the
+demo's), predicts every R[t][i] and reports OP, BWT, forgetting
 and the lowest accuracy right after a task's own training (plasticity). Writes
 {out}/sweep.json.
 """
@@ -20,14 +21,16 @@ from rkif.flags import run  # noqa: E402
 from run_pipeline import run_order  # noqa: E402
 
 
-def main(lambdas="10,100,1000,10000,100000", out="output/ewc_sweep", num_epochs=15, learning_rate=5e-3):
+def main(lambdas="1000,3000,10000,30000,100000,300000", out="output/ewc_sweep", num_epochs=15, learning_rate=5e-3,
+         seed=0, ewc_fisher="per_example"):
     values = [float(v) for v in str(lambdas).split(",")] if not isinstance(lambdas, (list, tuple)) else lambdas
-    data, order, model = prepare(out)
+    data, order, model = prepare(out, seed=seed)
     rows = []
     for value in values:
         result = run_order(base_model=model, dataset_id=order, methods="EWC", data_dir=data,
                            output_path=os.path.join(out, f"lambda_{value:g}"), num_epochs=num_epochs,
-                           learning_rate=learning_rate, val_set_size=0, ewc_lambda=value, **DEMO_FLAGS)["EWC"]
+                           learning_rate=learning_rate, val_set_size=0, ewc_lambda=value, seed=seed,
+                           ewc_fisher=ewc_fisher, **DEMO_FLAGS)["EWC"]
         R = result["R"]
         rows.append({"ewc_lambda": value, "OP": result["OP"], "BWT": result["BWT"], "forgetting": result["forgetting"],
                      "min_own_task_accuracy": min(R[t][t] for t in range(len(R)))})

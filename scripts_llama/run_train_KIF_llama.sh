@@ -11,16 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
 
+# The training protocol (epochs 10, batch 64 = 16 x 4, lr 3e-4, cutoff 512, validation 25, LoRA r 8,
+# alpha 32, dropout 0.05) is the recipe's: RECIPE=rkif (default) or olora, see src/rkif/recipes.py.
 train_grid src/finetune_KIF_llama.py \
-  --num_epochs 10 \
-  --batch_size 64 \
-  --micro_batch_size 16 \
-  --learning_rate 3e-4 \
-  --cutoff_len 512 \
-  --val_set_size 25 \
-  --lora_r 8 \
-  --lora_alpha 32 \
-  --lora_dropout 0.05 \
   --lora_target_modules "[q_proj,v_proj]" \
   --train_on_inputs False \
   --add_eos_token True \

@@ -22,9 +22,10 @@ from rkif.flags import run  # noqa: E402
 
 def eval_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF", model_name: str = None,
                  data_dir: str = "data/long_sequence", output_path: str = "output", pred_dir: str = None,
-                 seed: int = 42):
+                 seed: int = 42, recipe: str = "rkif"):
     evaluate("avgPerf", base_model=base_model, dataset_id=dataset_id, method_name=method_name,
-             model_name=model_name, data_dir=data_dir, output_path=output_path, pred_dir=pred_dir, seed=seed)
+             model_name=model_name, data_dir=data_dir, output_path=output_path, pred_dir=pred_dir, seed=seed,
+             recipe=recipe)
 
 
 def main(argv=None):

@@ -36,9 +36,10 @@ def train(
     outer_optimizer: str = "shared",  # shared (the working T5 recipe) | separate (own AdamW at outer_lr)
     outer_lr: float = 1e-3,
     outer_micro_batch_size: int = 0,  # 0: the memory batch in one pass (released); N: chunks of N
-    lambda_orth: float = 0.5,  # OLoRA: weight of the orthogonality penalty (the O-LoRA release's value)
-    lambda_l2: float = 0.0,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch
+    lambda_orth: float = None,  # OLoRA: weight of the orthogonality penalty (recipe: 0.5; olora: per task)
+    lambda_l2: float = None,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch (recipe: 0)
     ewc_lambda: float = EWC_LAMBDA,  # EWC: weight of the Fisher penalty
+    ewc_fisher: str = "per_example",  # EWC: per_example (empirical Fisher) | batch (squared micro-batch gradients)
     # model and data
     base_model: str = "",
     data_dir: str = "data/long_sequence",
@@ -46,16 +47,18 @@ def train(
     cache_dir: str = None,
     dataset_id=4,
     task_id: int = 0,
-    # training
-    batch_size: int = 64,
-    micro_batch_size: int = 16,
+    # training; None: the recipe's value (rkif / olora, rkif.recipes)
+    recipe: str = "rkif",  # rkif (the Recurrent-KIF release) | olora (the O-LoRA release); flags given win
+    batch_size: int = None,  # rkif 64 | olora 64
+    micro_batch_size: int = None,  # rkif 16 | olora 8
     eval_batch_size: int = 8,  # per device, the Trainer's default as released
-    num_epochs: int = 10,
-    learning_rate: float = 3e-4,
-    warmup_steps: int = 50,
+    num_epochs: int = None,  # rkif 10 | olora 1 (MNLI 2 in the Long orders)
+    learning_rate: float = None,  # rkif 3e-4 | olora 1e-3
+    warmup_steps: int = None,  # rkif 50 | olora 0
+    lr_scheduler_type: str = None,  # rkif linear | olora constant
     max_steps: int = -1,
-    cutoff_len: int = 512,
-    val_set_size: int = 25,  # > 0 switches validation on (25 dev examples of every task so far)
+    cutoff_len: int = None,  # 512
+    val_set_size: int = None,  # rkif 25 | olora 0; > 0 switches validation on (25 dev examples of every task so far)
     eval_steps: int = 40,
     logging_steps: int = 10,
     precision: str = "auto",  # auto: fp32 on CPU, bf16 (or fp16) on a GPU | fp32 | bf16 | fp16
@@ -64,9 +67,9 @@ def train(
     report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
     gradient_checkpointing: bool = True,  # on, as the released 8-bit preparation turned it on
     # lora
-    lora_r: int = 8,
-    lora_alpha: int = 32,  # the released script's default (its grid passes none)
-    lora_dropout: float = 0.05,
+    lora_r: int = None,  # 8
+    lora_alpha: int = None,  # 32, the released script's default (its grid passes none)
+    lora_dropout: float = None,  # rkif 0.05 | olora 0.1
     lora_target_modules=("q_proj", "v_proj"),
     # llm hyperparams
     train_on_inputs: bool = False,
@@ -86,14 +89,19 @@ def train(
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
                                set_up_devices, train_and_save, training_precision)
+    from rkif.recipes import apply_recipe
+    from rkif.tasks import resolve_order
 
+    settings, recipe_record = apply_recipe(settings, "llama", resolve_order(dataset_id)[1])
+    s = settings
     check_training_flags(settings)
     set_up_devices(int(os.environ.get("WORLD_SIZE", 1)))
     check_template(prompt_template_name)
     check_long_prompts(long_prompts)
     training_precision(precision, "llama")  # refuse a bad choice before anything is loaded
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
+    micro_batch_size, cutoff_len = s["micro_batch_size"], s["cutoff_len"]
+    gradient_accumulation_steps = gradient_accumulation(s["batch_size"], micro_batch_size, world_size)
     lora_target_modules = parse_target_modules(lora_target_modules)
     if load_8bit:
         check_8bit(precision)
@@ -101,7 +109,7 @@ def train(
     kif = kif_config(settings)
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
-                     val_set_size=val_set_size, seed=seed, suffix="", fields=LLAMA_FIELDS)
+                     val_set_size=s["val_set_size"], seed=seed, recipe=s["recipe"], suffix="", fields=LLAMA_FIELDS)
     if plan.nothing_to_do:
         print(plan.nothing_to_do)
         return
@@ -140,7 +148,7 @@ def train(
 
             model = prepare_model_for_int8_training(model)
         model, extra_loss = prepare_task_model(
-            get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+            get_method(method_name), model, plan, r=s["lora_r"], alpha=s["lora_alpha"], dropout=s["lora_dropout"],
             target_modules=lora_target_modules, task_type=TaskType.CAUSAL_LM, settings=settings)
         # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
         # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
@@ -153,13 +161,15 @@ def train(
 
         long_prompt_counts = long_prompt_report(plan, tokenizer, cutoff_len, long_prompts)
         train_and_save(
-            plan=plan, model=model, kif=kif, settings=settings, run_info_extra={"long_prompts": long_prompt_counts},
+            plan=plan, model=model, kif=kif, settings=settings,
+            run_info_extra={"long_prompts": long_prompt_counts, "recipe": recipe_record},
             features=lambda records: tokenize_causal(records, tokenizer, cutoff_len, train_on_inputs, add_eos_token,
                                                      long_prompts),
             data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
             micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-            world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
-            warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
+            world_size=world_size, num_epochs=s["num_epochs"], max_steps=max_steps, learning_rate=s["learning_rate"],
+            warmup_steps=s["warmup_steps"], lr_scheduler_type=s["lr_scheduler_type"], eval_steps=eval_steps,
+            logging_steps=logging_steps, seed=seed,
             resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
             extra_loss=extra_loss,
             precision=precision, backbone="llama", tf32=tf32, report_to=report_to,

@@ -32,9 +32,10 @@ def train(
     outer_optimizer: str = "shared",  # shared (released) | separate (own AdamW at outer_lr)
     outer_lr: float = 1e-3,  # used only with --outer_optimizer separate, as in the released T5 recipe
     outer_micro_batch_size: int = 0,  # 0: the memory batch in one pass (released); N: chunks of N
-    lambda_orth: float = 0.5,  # OLoRA: weight of the orthogonality penalty (the O-LoRA release's value)
-    lambda_l2: float = 0.0,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch
+    lambda_orth: float = None,  # OLoRA: weight of the orthogonality penalty (recipe: 0.5; olora: per task)
+    lambda_l2: float = None,  # OLoRA, IncLoRA: weight of the L2 norm of the new branch (recipe: 0)
     ewc_lambda: float = EWC_LAMBDA,  # EWC: weight of the Fisher penalty
+    ewc_fisher: str = "per_example",  # EWC: per_example (empirical Fisher) | batch (squared micro-batch gradients)
     # model and data
     base_model: str = "",
     data_dir: str = "data/long_sequence",
@@ -42,17 +43,19 @@ def train(
     cache_dir: str = None,
     dataset_id=4,  # 1-6 or the path of a JSON file listing task names
     task_id: int = 0,
-    # training
-    batch_size: int = 8,
-    micro_batch_size: int = 2,
+    # training; None: the recipe's value (rkif / olora, rkif.recipes)
+    recipe: str = "rkif",  # rkif (the Recurrent-KIF release) | olora (the O-LoRA release); flags given win
+    batch_size: int = None,  # rkif 8 | olora 64
+    micro_batch_size: int = None,  # rkif 2 | olora 8
     eval_batch_size: int = 8,  # per device, the Trainer's default as released
-    num_epochs: int = 10,
-    learning_rate: float = 3e-4,
-    warmup_steps: int = 50,
+    num_epochs: int = None,  # rkif 10 | olora 1 (MNLI 2 in the Long orders)
+    learning_rate: float = None,  # rkif 3e-4 | olora 1e-3
+    warmup_steps: int = None,  # rkif 50 | olora 0
+    lr_scheduler_type: str = None,  # rkif linear | olora constant
     max_steps: int = -1,  # > 0 overrides num_epochs (benchmarks, smoke runs)
-    max_input_length: int = 1024,
-    max_target_length: int = 128,
-    val_set_size: int = 25,  # > 0 switches validation on (25 dev examples of every task so far)
+    max_input_length: int = None,  # rkif 1024 | olora 512
+    max_target_length: int = None,  # rkif 128 | olora 50
+    val_set_size: int = None,  # rkif 25 | olora 0; > 0 switches validation on (25 dev examples of every task so far)
     eval_steps: int = 40,  # evaluate and save every eval_steps optimizer steps
     logging_steps: int = 10,
     precision: str = "fp32",  # fp32 (released) | bf16 (a GPU with bfloat16); T5 overflows in fp16
@@ -60,9 +63,9 @@ def train(
     report_to: str = "none",  # none | tensorboard | wandb (optional packages), comma-separated
     gradient_checkpointing: bool = False,  # recompute activations in backward (memory for time)
     # lora
-    lora_r: int = 8,
-    lora_alpha: int = 32,
-    lora_dropout: float = 0.05,
+    lora_r: int = None,  # 8
+    lora_alpha: int = None,  # 32
+    lora_dropout: float = None,  # rkif 0.05 | olora 0.1
     lora_target_modules=("q", "v"),
     resume_from_checkpoint=None,  # a checkpoint folder; the flag alone: the newest complete one; auto: that or step 0
     seed: int = 42,
@@ -75,17 +78,22 @@ def train(
     from rkif.lora import parse_target_modules
     from rkif.training import (check_training_flags, gradient_accumulation, kif_config, print_settings, resolve_resume,
                                set_up_devices, train_and_save, training_precision)
+    from rkif.recipes import apply_recipe
+    from rkif.tasks import resolve_order
 
+    settings, recipe_record = apply_recipe(settings, "t5", resolve_order(dataset_id)[1])
+    s = settings
     check_training_flags(settings)
     set_up_devices(int(os.environ.get("WORLD_SIZE", 1)))
     training_precision(precision, "t5")
     world_size = int(os.environ.get("WORLD_SIZE", 1))
-    gradient_accumulation_steps = gradient_accumulation(batch_size, micro_batch_size, world_size)
+    micro_batch_size = s["micro_batch_size"]
+    gradient_accumulation_steps = gradient_accumulation(s["batch_size"], micro_batch_size, world_size)
     lora_target_modules = parse_target_modules(lora_target_modules)
     kif = kif_config(settings)
     plan = plan_task(method_name=method_name, dataset_id=dataset_id, task_id=task_id, data_dir=data_dir,
                      output_path=output_path, base_model=base_model, memory_data_ratio=memory_data_ratio,
-                     val_set_size=val_set_size, seed=seed)
+                     val_set_size=s["val_set_size"], seed=seed, recipe=s["recipe"])
     if plan.nothing_to_do:
         print(plan.nothing_to_do)
         return
@@ -114,20 +122,22 @@ def train(
         model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
                                 low_cpu_mem_usage=True)
         model, extra_loss = prepare_task_model(
-            get_method(method_name), model, plan, r=lora_r, alpha=lora_alpha, dropout=lora_dropout,
+            get_method(method_name), model, plan, r=s["lora_r"], alpha=s["lora_alpha"], dropout=s["lora_dropout"],
             target_modules=lora_target_modules, task_type=TaskType.SEQ_2_SEQ_LM, settings=settings)
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:
             model.print_trainable_parameters()
 
         train_and_save(
             plan=plan, model=model, kif=kif, settings=settings,
-            features=lambda records: tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length),
+            features=lambda records: tokenize_seq2seq(records, tokenizer, s["max_input_length"],
+                                                      s["max_target_length"]),
             data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
             micro_batch_size=micro_batch_size, gradient_accumulation_steps=gradient_accumulation_steps,
-            world_size=world_size, num_epochs=num_epochs, max_steps=max_steps, learning_rate=learning_rate,
-            warmup_steps=warmup_steps, eval_steps=eval_steps, logging_steps=logging_steps, seed=seed,
+            world_size=world_size, num_epochs=s["num_epochs"], max_steps=max_steps, learning_rate=s["learning_rate"],
+            warmup_steps=s["warmup_steps"], lr_scheduler_type=s["lr_scheduler_type"], eval_steps=eval_steps,
+            logging_steps=logging_steps, seed=seed,
             resume_from_checkpoint=resume_from_checkpoint, started=started, eval_batch_size=eval_batch_size,
-            extra_loss=extra_loss,
+            extra_loss=extra_loss, run_info_extra={"recipe": recipe_record},
             precision=precision, backbone="t5", tf32=tf32, report_to=report_to,
             gradient_checkpointing=gradient_checkpointing)
 

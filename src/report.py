@@ -24,8 +24,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from rkif.errors import InputError  # noqa: E402
 from rkif.flags import run  # noqa: E402
 
-FOLDER = re.compile(r"^(?P<model>.+)_(?P<method>[A-Za-z0-9-]+)_dataset_id_(?P<order>.+?)(?:_seed(?P<seed>\d+))?"
-                    r"_(?P<kind>avgPerf|bwt|matrix)$")
+FOLDER = re.compile(r"^(?P<model>.+)_(?P<method>[A-Za-z0-9-]+)_dataset_id_(?P<order>.+?)"
+                    r"(?:_recipe-(?P<recipe>[A-Za-z0-9]+))?(?:_seed(?P<seed>\d+))?_(?P<kind>avgPerf|bwt|matrix)$")
 STANDARD, LONG = ("4", "5", "6"), ("1", "2", "3")
 METHOD_ORDER = ("SeqLoRA", "Replay", "EWC", "IncLoRA", "OLoRA", "RKIF", "MTL")
 NO_BWT = ("MTL",)
@@ -40,10 +40,15 @@ PAPER = {
     "RKIF": ("78.4", "-2.8", "77.8", "-3.6"),
     "MTL": ("80.3", "-", "81.8", "-"),
 }
+# The protocol behind each published row (docs/baselines.md). The OP figures of SeqLoRA, Replay, EWC, IncLoRA
+# and O-LoRA come from the O-LoRA paper, trained under its own recipe (olora); its Replay and EWC fine-tune the
+# whole model, not a LoRA. The BWT of SeqLoRA and O-LoRA, and RKIF and MTL, are the Recurrent-KIF paper's runs.
+PAPER_PROTOCOL = {"SeqLoRA": "olora (BWT: rkif paper)", "Replay": "olora, full model", "EWC": "olora, full model",
+                  "IncLoRA": "olora", "OLoRA": "olora (BWT: rkif paper)", "RKIF": "rkif", "MTL": "rkif"}
 
 
 def scan(output_path, model_name=None):
-    """{(model, method): {(order, seed): {"OP": x, "BWT": y}}} from the metrics.json files found."""
+    """{(model, method, recipe): {(order, seed): {"OP": x, "BWT": y}}} from the metrics.json files found."""
     runs = {}
     for root, dirs, files in os.walk(output_path):
         m = FOLDER.match(os.path.basename(root))
@@ -51,7 +56,8 @@ def scan(output_path, model_name=None):
             continue
         with open(os.path.join(root, "metrics.json")) as f:
             metrics = json.load(f)
-        cell = runs.setdefault((m["model"], m["method"]), {}).setdefault((m["order"], int(m["seed"] or 42)), {})
+        key = (m["model"], m["method"], m["recipe"] or "rkif")
+        cell = runs.setdefault(key, {}).setdefault((m["order"], int(m["seed"] or 42)), {})
         if m["kind"] in ("avgPerf", "matrix"):
             cell["OP"] = metrics["OP"]
         if m["kind"] in ("bwt", "matrix") and "BWT" in metrics:
@@ -73,16 +79,16 @@ def table(runs):
     orders = sorted({o for cells in runs.values() for o, _ in cells},
                     key=lambda o: (0, STANDARD.index(o)) if o in STANDARD else (1, LONG.index(o)) if o in LONG
                     else (2, o))
-    models = sorted({model for model, _ in runs})
-    header = ["method", *[f"{o} {k}" for o in orders for k in ("OP", "BWT")], "Standard OP", "Standard BWT",
+    models = sorted({model for model, _, _ in runs})
+    header = ["method", "recipe", *[f"{o} {k}" for o in orders for k in ("OP", "BWT")], "Standard OP", "Standard BWT",
               "Long OP", "Long BWT", "seeds", "paper Standard OP", "paper Standard BWT", "paper Long OP",
-              "paper Long BWT"]
+              "paper Long BWT", "paper protocol"]
     rank = {m: i for i, m in enumerate(METHOD_ORDER)}
     rows = []
-    for model, method in sorted(runs, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1])):
-        cells = runs[(model, method)]
+    for model, method, recipe in sorted(runs, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1], k[2])):
+        cells = runs[(model, method, recipe)]
         seeds = sorted({s for _, s in cells})
-        row = {"method": method if len(models) == 1 else f"{model} {method}"}
+        row = {"method": method if len(models) == 1 else f"{model} {method}", "recipe": recipe}
         for o in orders:
             for k in ("OP", "BWT"):
                 if k == "BWT" and method in NO_BWT:
@@ -108,6 +114,7 @@ def table(runs):
         for key, value in zip(("paper Standard OP", "paper Standard BWT", "paper Long OP", "paper Long BWT"),
                               PAPER.get(method, ("", "", "", ""))):
             row[key] = value
+        row["paper protocol"] = PAPER_PROTOCOL.get(method, "")
         rows.append(row)
     return header, rows
 
@@ -147,8 +154,9 @@ def main(output_path="output", out=None, model_name=None):
     with open(os.path.join(out, "report.tex"), "w") as f:
         f.write(latex(header, rows))
     print(markdown(header, rows))
-    print("OP and BWT in percent, mean +- std over seeds; BWT over the first N-1 tasks; paper columns: the "
-          "Recurrent-KIF paper, + the O-LoRA paper's table (T5-large, mean of 3 orders)")
+    print("OP and BWT in percent, mean +- std over seeds; BWT over the first N-1 tasks; recipe: the protocol "
+          "these runs trained under; paper columns: the Recurrent-KIF paper, + the O-LoRA paper's table (T5-large, "
+          "mean of 3 orders), paper protocol: the recipe behind each published figure")
     print(f"written: {out}/report.md, report.csv, report.tex")
 
 

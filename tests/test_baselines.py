@@ -1,10 +1,8 @@
 """The baselines of the harness: O-LoRA / IncLoRA branches and penalties, EWC, MTL, several seeds."""
 
-import contextlib
 import json
 import math
 import os
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -14,7 +12,7 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSe
 from conftest import TASKS, cli_args
 from finetune_KIF_t5lora import main
 from rkif.continual import adapter_dir, plan_task, run_dir
-from rkif.methods import ewc, olora
+from rkif.methods import olora
 from rkif.seq2seq import tokenize_seq2seq
 
 
@@ -97,76 +95,6 @@ def test_incremental_lora_has_no_orthogonality_term(tiny_t5, bench_dir, tmp_path
     assert json.load(open(os.path.join(dirs[1], "adapter_config.json")))["r"] == 16
     info = json.load(open(os.path.join(dirs[1], "run_info.json")))
     assert info["settings"]["method_name"] == "IncLoRA" and info["previous_adapter"] == dirs[0]
-
-
-class Toy(torch.nn.Module):
-    """loss = mean((w * x - y)^2) over a batch, named like a LoRA tensor."""
-
-    def __init__(self, w):
-        super().__init__()
-        self.lora_A = torch.nn.Parameter(torch.tensor(w))
-
-    def forward(self, x, y):
-        return SimpleNamespace(loss=((self.lora_A * x - y) ** 2).mean())
-
-
-def test_ewc_fisher_and_penalty_by_hand():
-    model = Toy([1.0, -2.0])
-    batches = [{"x": torch.tensor([[1.0, 2.0]]), "y": torch.tensor([[0.0, 0.0]])},
-               {"x": torch.tensor([[3.0, 1.0]]), "y": torch.tensor([[1.0, 1.0]])}]
-    fisher = ewc.diagonal_fisher(model, batches, {"lora_A": model.lora_A})
-    # d/dw mean_j (w_j x_j - y_j)^2 = (w_j x_j - y_j) x_j (the mean over 2 entries halves the 2)
-    g1 = torch.tensor([(1 * 1 - 0) * 1, (-2 * 2 - 0) * 2])  # [1, -8]
-    g2 = torch.tensor([(1 * 3 - 1) * 3, (-2 * 1 - 1) * 1])  # [6, -3]
-    assert torch.allclose(fisher["lora_A"], (g1 ** 2 + g2 ** 2) / 2)  # [18.5, 36.5]
-    theta_prev = {"lora_A": torch.tensor([0.5, -1.0])}
-    penalty = ewc.ewc_penalty(model, fisher, theta_prev, ewc_lambda=4.0)
-    # 4 / 2 * (18.5 * 0.5^2 + 36.5 * 1^2) = 2 * (4.625 + 36.5)
-    assert penalty.item() == pytest.approx(2 * (18.5 * 0.25 + 36.5))
-    penalty.backward()
-    before = (model.lora_A.detach() - theta_prev["lora_A"]).abs()
-    with torch.no_grad():
-        model.lora_A -= 0.001 * model.lora_A.grad  # a step on the penalty alone moves toward theta_prev
-    assert ((model.lora_A.detach() - theta_prev["lora_A"]).abs() < before).all()
-
-
-def test_ewc_fisher_runs_in_the_training_context_and_undoes_the_loss_scale():
-    """Under fp16 training the Fisher pass runs in the Trainer's autocast with the scaler's loss scale
-    (small gradients would underflow unscaled), and the squared gradients come out unscaled."""
-    model = Toy([1.0, -2.0])
-    batches = [{"x": torch.tensor([[1.0, 2.0]]), "y": torch.tensor([[0.0, 0.0]])},
-               {"x": torch.tensor([[3.0, 1.0]]), "y": torch.tensor([[1.0, 1.0]])}]
-    entered = []
-
-    @contextlib.contextmanager
-    def autocast():
-        entered.append(True)
-        yield
-
-    plain = ewc.diagonal_fisher(model, batches, {"lora_A": model.lora_A})
-    scaled = ewc.diagonal_fisher(model, batches, {"lora_A": model.lora_A}, autocast, loss_scale=2.0 ** 16)
-    assert len(entered) == 2 and torch.equal(scaled["lora_A"], plain["lora_A"])  # powers of two: exact
-    overflow = ewc.diagonal_fisher(model, batches + [{"x": torch.tensor([[1e30, 1.0]]), "y": torch.zeros(1, 2)}],
-                                   {"lora_A": model.lora_A}, autocast, loss_scale=2.0 ** 16)
-    assert torch.equal(overflow["lora_A"], plain["lora_A"])  # the overflowing batch is left out
-
-
-def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path):
-    out = str(tmp_path / "out")
-    dirs = run_cli(tiny_t5, bench_dir, out, "EWC", ewc_lambda=1000)
-    s0 = torch.load(os.path.join(dirs[0], ewc.EWC_STATE), weights_only=False)
-    s1 = torch.load(os.path.join(dirs[1], ewc.EWC_STATE), weights_only=False)
-    saved1 = torch.load(os.path.join(dirs[1], "adapter_model.bin"))
-    assert len(s0["fisher"]) == len(s0["theta_prev"]) == 24
-    for name, f in s1["fisher"].items():  # running: task 1's Fisher adds to task 0's
-        assert (f >= s0["fisher"][name]).all() and (f > s0["fisher"][name]).any()
-    # theta_prev of task 1 is its saved adapter
-    assert all(torch.equal(s1["theta_prev"][n], saved1[n.replace(".default", "")]) for n in s1["theta_prev"])
-    # without the state of the previous task, EWC refuses to start
-    os.remove(os.path.join(dirs[1], ewc.EWC_STATE))
-    with pytest.raises(SystemExit) as e:
-        main(cli_args(tiny_t5, bench_dir, out, 2, "EWC", val_set_size=0))
-    assert e.value.code == 2
 
 
 def test_mtl_trains_once_on_the_union(tiny_t5, bench_dir, tmp_path, capsys):

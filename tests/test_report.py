@@ -28,12 +28,20 @@ def test_report_table(tmp_path):
     for order, op in (("4", 0.90), ("5", 0.88), ("6", 0.86)):
         write(out, f"t5-largelora_MTL_dataset_id_{order}_avgPerf", {"OP": op})
     write(out, "t5-largelora_SeqLoRA_dataset_id_1_matrix", {"OP": 0.40, "BWT": -0.5, "forgetting": 0.5})
+    # O-LoRA under both protocols, side by side: its own recipe's folders carry _recipe-olora
+    write(out, "t5-largelora_OLoRA_dataset_id_4_avgPerf", {"OP": 0.70})
+    write(out, "t5-largelora_OLoRA_dataset_id_4_recipe-olora_seed7_avgPerf", {"OP": 0.74})
     os.makedirs(os.path.join(out, "t5-largelora_RKIF_dataset_id_4_bwt_unrelated"))  # not a run folder
     p = subprocess.run([sys.executable, os.path.join(ROOT, "src", "report.py"), "--output_path", out],
                        capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
-    rows = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "report", "report.csv")))}
-    assert list(rows) == ["SeqLoRA", "RKIF", "MTL"]
+    table = list(csv.DictReader(open(os.path.join(out, "report", "report.csv"))))
+    assert [(r["method"], r["recipe"]) for r in table] == [("SeqLoRA", "rkif"), ("OLoRA", "olora"),
+                                                           ("OLoRA", "rkif"), ("RKIF", "rkif"), ("MTL", "rkif")]
+    o_own, o_common = table[1], table[2]
+    assert (o_own["4 OP"], o_own["seeds"], o_common["4 OP"], o_common["seeds"]) == ("74.0", "7", "70.0", "42")
+    assert o_own["paper Standard OP"] == "75.8" and o_own["paper protocol"].startswith("olora")
+    rows = {r["method"]: r for r in table if r["recipe"] == "rkif"}
     r = rows["RKIF"]
     by_hand = f"{statistics.mean([80, 82]):.1f} +- {statistics.stdev([0.80, 0.82]) * 100:.1f}"
     assert r["4 OP"] == by_hand == "81.0 +- 1.4"
@@ -47,7 +55,8 @@ def test_report_table(tmp_path):
     assert s["1 OP"] == "40.0" and s["1 BWT"] == "-50.0" and s["Long OP"] == "missing (0/1 seeds)"
     assert s["4 OP"] == "" and s["paper Standard BWT"] == "-50.4"
     md = open(os.path.join(out, "report", "report.md")).read()
-    assert md.splitlines()[0].startswith("| method | 4 OP | 4 BWT | 5 OP |") and "| RKIF | 81.0 +- 1.4 |" in md
+    assert md.splitlines()[0].startswith("| method | recipe | 4 OP | 4 BWT | 5 OP |")
+    assert "| RKIF | rkif | 81.0 +- 1.4 |" in md
     tex = open(os.path.join(out, "report", "report.tex")).read()
     assert r"81.0 $\pm$ 1.4" in tex and tex.startswith(r"\begin{tabular}")
 

@@ -23,14 +23,14 @@ def _check(method_name, base_model, model_needed=True, kind="avgPerf"):
 
 
 def generate(kind, *, make_predictor, base_model, dataset_id, method_name, data_dir, output_path, batch_size,
-             service_begin_id=None, suffix="_T5", fields=("id", "input", "output"), seed=42):
+             service_begin_id=None, suffix="_T5", fields=("id", "input", "output"), seed=42, recipe="rkif"):
     _check(method_name, base_model, kind=kind)
     order_name, tasks = resolve_order(dataset_id)
     only = None if service_begin_id is None or service_begin_id < 0 else int(service_begin_id)
     pred_dir = run_generation(
         kind=kind, tasks=tasks, order_name=order_name, base_model=base_model, method=method_name,
         output_path=output_path, data_dir=data_dir, batch_size=batch_size, only=only, suffix=suffix, fields=fields,
-        make_predictor=make_predictor, seed=seed)
+        make_predictor=make_predictor, seed=seed, recipe=recipe)
     print(f"{kind} predictions in {pred_dir}")
     return pred_dir
 
@@ -68,7 +68,7 @@ def matrix_title(name, summary):
 
 
 def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, pred_dir=None,
-             avgperf_dir=None, model_name=None, quiet=False, seed=42):
+             avgperf_dir=None, model_name=None, quiet=False, seed=42, recipe="rkif"):
     """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them.
 
     Folders: pred_dir (and avgperf_dir for bwt) as given, else named from model_name (the released
@@ -80,7 +80,7 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
     def folder(k):
         if not model_name:
             _check(method_name, base_model, model_needed=False, kind=kind)
-        return prediction_dir(output_path, base_model, method_name, order_name, k, model_name, seed)
+        return prediction_dir(output_path, base_model, method_name, order_name, k, model_name, seed, recipe)
 
     pred_dir = pred_dir or folder(kind)
     if kind == "avgPerf":

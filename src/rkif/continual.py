@@ -13,25 +13,32 @@ from .errors import InputError
 from .memory import build_memory_buffer, validation_set
 from .plain_data import check_plain
 from .methods import get_method
+from .recipes import DEFAULT_RECIPE
 from .tasks import check_task_id, resolve_order, task_metrics
 
 VAL_PER_TASK = 25  # fixed in the released recipe; val_set_size only switches validation on or off
 DEFAULT_SEED = 42  # runs with another seed get their own folders (suffix _seed{n})
 
 
-def run_name(model_name, method, order_name, seed=DEFAULT_SEED):
-    """{model_name}_{method}_dataset_id_{order}, plus _seed{n} for a seed other than 42."""
-    suffix = "" if int(seed) == DEFAULT_SEED else f"_seed{int(seed)}"
-    return f"{model_name}_{method}_dataset_id_{order_name}{suffix}"
+def run_name(model_name, method, order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
+    """{model_name}_{method}_dataset_id_{order}, plus _recipe-{name} for a recipe other than rkif and
+    _seed{n} for a seed other than 42 (the released names stay as they were)."""
+    return f"{model_name}_{method}_dataset_id_{order_name}{run_suffix(seed, recipe)}"
 
 
-def run_dir(output_path, base_model, method, order_name, seed=DEFAULT_SEED):
+def run_suffix(seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
+    return (("" if (recipe or DEFAULT_RECIPE) == DEFAULT_RECIPE else f"_recipe-{recipe}")
+            + ("" if int(seed) == DEFAULT_SEED else f"_seed{int(seed)}"))
+
+
+def run_dir(output_path, base_model, method, order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
     model_name = os.path.basename(os.path.normpath(base_model)) + "lora"
-    return os.path.join(output_path, run_name(model_name, method, order_name, seed))
+    return os.path.join(output_path, run_name(model_name, method, order_name, seed, recipe))
 
 
-def adapter_dir(output_path, base_model, method, order_name, task_id, task, seed=DEFAULT_SEED):
-    return os.path.join(run_dir(output_path, base_model, method, order_name, seed), f"{task_id}-{task}")
+def adapter_dir(output_path, base_model, method, order_name, task_id, task, seed=DEFAULT_SEED,
+                recipe=DEFAULT_RECIPE):
+    return os.path.join(run_dir(output_path, base_model, method, order_name, seed, recipe), f"{task_id}-{task}")
 
 
 @dataclass
@@ -55,7 +62,8 @@ class TaskPlan:
 
 
 def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_model,
-              memory_data_ratio, val_set_size, seed=42, suffix="_T5", fields=("input", "output")):
+              memory_data_ratio, val_set_size, seed=42, suffix="_T5", fields=("input", "output"),
+              recipe=DEFAULT_RECIPE):
     method = get_method(method_name)
     if not base_model:
         raise InputError("--base_model: required (a local model folder or a model id)")
@@ -67,13 +75,15 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
         raise InputError(f"--memory_data_ratio: must be >= 0 (percent of each earlier task), got {memory_data_ratio}")
 
     plan = TaskPlan(order_name, tasks, task_id, method_name,
-                    adapter_dir(output_path, base_model, method_name, order_name, task_id, tasks[task_id], seed))
+                    adapter_dir(output_path, base_model, method_name, order_name, task_id, tasks[task_id], seed,
+                                recipe))
     if not method.sequential and task_id != len(tasks) - 1:
         plan.nothing_to_do = (f"{method_name} trains once, on all {len(tasks)} tasks together, at --task_id "
                               f"{len(tasks) - 1}; nothing to train for task {task_id}")
         return plan
     if task_id > 0 and method.sequential:
-        prev = adapter_dir(output_path, base_model, method_name, order_name, task_id - 1, tasks[task_id - 1], seed)
+        prev = adapter_dir(output_path, base_model, method_name, order_name, task_id - 1, tasks[task_id - 1], seed,
+                           recipe)
         if not adapter_exists(prev):
             raise InputError(
                 f"the adapter of task {task_id - 1} ({tasks[task_id - 1]}) is missing at {prev}; "

@@ -14,6 +14,7 @@ import sys
 
 from .adapters import adapter_exists
 from .continual import DEFAULT_SEED, adapter_dir, run_dir, run_name
+from .recipes import DEFAULT_RECIPE
 from .data import check_task_records, load_records, task_file
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
@@ -24,12 +25,14 @@ from .metrics import (RELEASED, backward_transfer, check_complete, check_release
 KINDS = ("avgPerf", "bwt", "matrix")
 
 
-def prediction_dir(output_path, base_model, method, order_name, kind, model_name=None, seed=DEFAULT_SEED):
-    """{output_path}/{model_name}_{method}_dataset_id_{id}[_seed{n}]_{kind}; model_name defaults to the base
-    model's folder name + "lora", the released scripts' naming (their --model_name is that whole prefix)."""
+def prediction_dir(output_path, base_model, method, order_name, kind, model_name=None, seed=DEFAULT_SEED,
+                   recipe=DEFAULT_RECIPE):
+    """{output_path}/{model_name}_{method}_dataset_id_{id}[_recipe-{name}][_seed{n}]_{kind}; model_name defaults
+    to the base model's folder name + "lora", the released scripts' naming (their --model_name is that whole
+    prefix)."""
     if model_name:
-        return os.path.join(output_path, run_name(model_name, method, order_name, seed) + f"_{kind}")
-    return run_dir(output_path, base_model, method, order_name, seed) + f"_{kind}"
+        return os.path.join(output_path, run_name(model_name, method, order_name, seed, recipe) + f"_{kind}")
+    return run_dir(output_path, base_model, method, order_name, seed, recipe) + f"_{kind}"
 
 
 # Names a prediction file may have, in order of preference: ours, the released generators', older runs'.
@@ -58,7 +61,8 @@ def generation_jobs(kind, num_tasks, only=None):
 
 
 def run_generation(*, kind, tasks, order_name, base_model, method, output_path, data_dir, make_predictor,
-                   batch_size, suffix="_T5", fields=("id", "input", "output"), only=None, seed=DEFAULT_SEED):
+                   batch_size, suffix="_T5", fields=("id", "input", "output"), only=None, seed=DEFAULT_SEED,
+                   recipe=DEFAULT_RECIPE):
     """Write every missing prediction file of this kind; finished files are skipped.
 
     Adapters and test files are all checked before the first model is loaded.
@@ -66,12 +70,13 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
     if batch_size < 1:
         raise InputError(f"--batch_size must be a positive integer, got {batch_size}")
     jobs = generation_jobs(kind, len(tasks), only)
-    adapters = {t: adapter_dir(output_path, base_model, method, order_name, t, tasks[t], seed) for t, _ in jobs}
+    adapters = {t: adapter_dir(output_path, base_model, method, order_name, t, tasks[t], seed, recipe)
+                for t, _ in jobs}
     for t, d in adapters.items():
         if not adapter_exists(d):
             raise InputError(f"the adapter after task {t} ({tasks[t]}) is missing at {d}; train it first")
     tests = {i: load_records(task_file(data_dir, "test", tasks[i], suffix), fields) for _, i in jobs}
-    pred_dir = prediction_dir(output_path, base_model, method, order_name, kind, seed=seed)
+    pred_dir = prediction_dir(output_path, base_model, method, order_name, kind, seed=seed, recipe=recipe)
     with hold_folder(pred_dir, "prediction folder"):
         for t in sorted(adapters):
             todo = [(i, prediction_file(pred_dir, kind, t, i, tasks[i])) for tt, i in jobs if tt == t]

@@ -150,18 +150,21 @@ def matrix_metrics(R):
 
 
 def write_report(prefix, rows, summary):
-    """{prefix}.json (rows and summary) and {prefix}.csv (one row per task, then the summary)."""
-    with open(prefix + ".json", "w", encoding="utf-8") as f:
+    """{prefix}.json (rows and summary) and {prefix}.csv (one row per task, then the summary), each
+    written to a temporary file and renamed: a reader never sees half a file."""
+    with open(prefix + ".json.tmp", "w", encoding="utf-8") as f:
         json.dump({"tasks": rows, **summary}, f, indent=2)
-    with open(prefix + ".csv", "w", newline="", encoding="utf-8") as f:
+    with open(prefix + ".csv.tmp", "w", newline="", encoding="utf-8") as f:
         writer = csv.writer(f)
-        keys = list(rows[0])
+        keys = list(dict.fromkeys(k for r in rows for k in r))
         writer.writerow(keys)
         for r in rows:
-            writer.writerow([r[k] for k in keys])
+            writer.writerow([r.get(k) for k in keys])
         for k, v in summary.items():
             if not isinstance(v, (list, dict)):
                 writer.writerow([k, v])
+    os.replace(prefix + ".json.tmp", prefix + ".json")
+    os.replace(prefix + ".csv.tmp", prefix + ".csv")
 
 
 def plot_matrices(panels, tasks, path):

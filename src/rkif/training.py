@@ -11,8 +11,10 @@ import sys
 
 from .errors import InputError, write_failed
 from .flags import check_base_model, in_range, non_negative, positive
+from .methods.ewc import FISHER_ESTIMATES
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+LR_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 
 
 def gradient_accumulation(batch_size, micro_batch_size, world_size):
@@ -44,8 +46,12 @@ def check_training_flags(s):
     if s["max_steps"] != -1:  # -1: train for num_epochs
         non_negative("max_steps", s["max_steps"], integer=True)
     non_negative("num_epochs", s["num_epochs"])
+    if s["lr_scheduler_type"] not in LR_SCHEDULERS:
+        raise InputError(f"--lr_scheduler_type: expected one of {LR_SCHEDULERS}, got {s['lr_scheduler_type']!r}")
     for flag in ("lambda_orth", "lambda_l2", "ewc_lambda"):
         non_negative(flag, s[flag])
+    if s["ewc_fisher"] not in FISHER_ESTIMATES:
+        raise InputError(f"--ewc_fisher: expected one of {FISHER_ESTIMATES}, got {s['ewc_fisher']!r}")
     parse_report_to(s["report_to"])
     check_tf32(s["tf32"])
     if not (s["max_steps"] > 0 or s["num_epochs"] > 0):
@@ -189,6 +195,7 @@ def check_tf32(tf32):
 
 def train_and_save(*, plan, model, features, data_collator, kif, settings, micro_batch_size,
                    gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
+                   lr_scheduler_type="linear",
                    eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
                    group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none",
                    extra_loss=None, run_info_extra=None, gradient_checkpointing=False):
@@ -227,7 +234,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
         num_train_epochs=num_epochs,
         max_steps=max_steps,
         learning_rate=learning_rate,
-        lr_scheduler_type="linear",
+        lr_scheduler_type=lr_scheduler_type,
         warmup_steps=warmup_steps,
         weight_decay=0.0,
         max_grad_norm=1.0,
@@ -301,7 +308,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    "peak_host_memory_gib": peak_host_memory_gib(),
                    **(run_info_extra or {})},
         )
-        extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size)
+        extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size,
+                                  settings.get("ewc_fisher", "per_example"))
         try:
             save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
         except (OSError, RuntimeError) as e:

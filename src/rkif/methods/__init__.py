@@ -24,8 +24,8 @@ class Method:
         return self.sequential
 
 
-# EWC's penalty weight, from a sweep on the demo benchmark (README, "Baselines")
-EWC_LAMBDA = 30000.0
+# EWC's penalty weight (per-example Fisher), from scripts/sweep_ewc_lambda.py on the demo (docs/baselines.md)
+EWC_LAMBDA = 10000.0
 
 METHODS = {m.name: m for m in (
     Method("RKIF", memory="outer"),

@@ -96,11 +96,11 @@ def l2_penalty(model, old_rank):
 
 
 def branch_penalty(old_rank, lambda_orth, lambda_l2):
-    """The extra loss of a training step, added to the task loss before the Trainer divides it by the
-    accumulation steps: the penalties count once per optimizer step. (The O-LoRA release adds them
-    after that division, once per micro-batch, but trains with accumulation 1, where both agree; with
-    this recipe's accumulation of 4 its placement would weigh them four times as much.)"""
-
+    """The extra loss of a training step, added to each micro-batch's task loss before the Trainer divides
+    the sum by the accumulation steps: the penalties count once per optimizer step. The O-LoRA release
+    does the same in effect: it adds them after its training_step skipped that division (it runs under
+    DeepSpeed), and DeepSpeed's backward then divides task loss and penalties together. Its logged
+    order-1 runs (logs_and_outputs/order1_olora/hyparam.sh: 2 GPUs x 8 x accumulation 4) rely on it."""
     def penalty(model):
         loss = 0.0
         if lambda_orth and old_rank:

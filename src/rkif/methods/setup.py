@@ -40,7 +40,7 @@ def prepare_task_model(method, base, plan, *, r, alpha, dropout, target_modules,
     return model, None
 
 
-def end_of_task_files(method, trainer, plan, features, micro_batch_size):
+def end_of_task_files(method, trainer, plan, features, micro_batch_size, fisher_estimate="per_example"):
     """{file name: writer(path)} saved beside the adapter (EWC: the running Fisher and theta)."""
     if not method.ewc:
         return {}
@@ -49,10 +49,12 @@ def end_of_task_files(method, trainer, plan, features, micro_batch_size):
     model = trainer.model
     params = lora_parameters(model)
     device = next(iter(params.values())).device
-    batches = (trainer._prepare_inputs(trainer.data_collator([dict(f) for f in features[i:i + micro_batch_size]]))
-               for i in range(0, len(features), micro_batch_size))
+    size = ewc.FISHER_CHUNK if fisher_estimate == "per_example" else micro_batch_size
+    batches = (trainer._prepare_inputs(trainer.data_collator([dict(f) for f in features[i:i + size]]))
+               for i in range(0, len(features), size))
     scale = trainer.scaler.get_scale() if trainer.do_grad_scaling else 1.0
-    fisher = ewc.diagonal_fisher(model, batches, params, trainer.compute_loss_context_manager, scale)
+    estimate = ewc.per_example_fisher if fisher_estimate == "per_example" else ewc.batch_fisher
+    fisher = estimate(model, batches, params, trainer.compute_loss_context_manager, scale)
     previous = ewc.load_state(plan.previous_adapter, device) if plan.previous_adapter else None
     if previous:
         fisher = {n: f + previous[0][n] for n, f in fisher.items()}

@@ -1,0 +1,227 @@
+"""EWC: the penalty, both Fisher estimates (per-example, independent of batching; per micro-batch),
+the fp16 loss scale, and the running state saved beside each adapter."""
+
+import contextlib
+import os
+from types import SimpleNamespace
+
+import pytest
+import torch
+from peft import LoraConfig, get_peft_model
+
+from rkif.adapters import lora_parameters
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
+
+from conftest import TASKS, cli_args
+from finetune_KIF_t5lora import main
+from rkif.causal import load_tokenizer, tokenize_causal
+from rkif.continual import adapter_dir
+from rkif.methods import ewc
+from rkif.seq2seq import tokenize_seq2seq
+
+
+def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
+    for t in tasks:
+        main(cli_args(tiny_t5, bench_dir, out, t, method, val_set_size=0, **extra))
+    return [adapter_dir(out, tiny_t5, method, "order", t, TASKS[t]) for t in range(3)]
+
+
+class Toy(torch.nn.Module):
+    """loss = mean((w * x - y)^2) over a batch, named like a LoRA tensor."""
+
+    def __init__(self, w):
+        super().__init__()
+        self.lora_A = torch.nn.Parameter(torch.tensor(w))
+
+    def forward(self, x, y):
+        return SimpleNamespace(loss=((self.lora_A * x - y) ** 2).mean())
+
+
+def test_ewc_fisher_and_penalty_by_hand():
+    model = Toy([1.0, -2.0])
+    batches = [{"x": torch.tensor([[1.0, 2.0]]), "y": torch.tensor([[0.0, 0.0]])},
+               {"x": torch.tensor([[3.0, 1.0]]), "y": torch.tensor([[1.0, 1.0]])}]
+    fisher = ewc.batch_fisher(model, batches, {"lora_A": model.lora_A})
+    # d/dw mean_j (w_j x_j - y_j)^2 = (w_j x_j - y_j) x_j (the mean over 2 entries halves the 2)
+    g1 = torch.tensor([(1 * 1 - 0) * 1, (-2 * 2 - 0) * 2])  # [1, -8]
+    g2 = torch.tensor([(1 * 3 - 1) * 3, (-2 * 1 - 1) * 1])  # [6, -3]
+    assert torch.allclose(fisher["lora_A"], (g1 ** 2 + g2 ** 2) / 2)  # [18.5, 36.5]
+    theta_prev = {"lora_A": torch.tensor([0.5, -1.0])}
+    penalty = ewc.ewc_penalty(model, fisher, theta_prev, ewc_lambda=4.0)
+    # 4 / 2 * (18.5 * 0.5^2 + 36.5 * 1^2) = 2 * (4.625 + 36.5)
+    assert penalty.item() == pytest.approx(2 * (18.5 * 0.25 + 36.5))
+    penalty.backward()
+    before = (model.lora_A.detach() - theta_prev["lora_A"]).abs()
+    with torch.no_grad():
+        model.lora_A -= 0.001 * model.lora_A.grad  # a step on the penalty alone moves toward theta_prev
+    assert ((model.lora_A.detach() - theta_prev["lora_A"]).abs() < before).all()
+
+
+def test_ewc_fisher_runs_in_the_training_context_and_undoes_the_loss_scale():
+    """Under fp16 training the Fisher pass runs in the Trainer's autocast with the scaler's loss scale
+    (small gradients would underflow unscaled), and the squared gradients come out unscaled."""
+    model = Toy([1.0, -2.0])
+    batches = [{"x": torch.tensor([[1.0, 2.0]]), "y": torch.tensor([[0.0, 0.0]])},
+               {"x": torch.tensor([[3.0, 1.0]]), "y": torch.tensor([[1.0, 1.0]])}]
+    entered = []
+
+    @contextlib.contextmanager
+    def autocast():
+        entered.append(True)
+        yield
+
+    plain = ewc.batch_fisher(model, batches, {"lora_A": model.lora_A})
+    scaled = ewc.batch_fisher(model, batches, {"lora_A": model.lora_A}, autocast, loss_scale=2.0 ** 16)
+    assert len(entered) == 2 and torch.equal(scaled["lora_A"], plain["lora_A"])  # powers of two: exact
+    overflow = ewc.batch_fisher(model, batches + [{"x": torch.tensor([[1e30, 1.0]]), "y": torch.zeros(1, 2)}],
+                                   {"lora_A": model.lora_A}, autocast, loss_scale=2.0 ** 16)
+    assert torch.equal(overflow["lora_A"], plain["lora_A"])  # the overflowing batch is left out
+
+
+def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path):
+    out = str(tmp_path / "out")
+    dirs = run_cli(tiny_t5, bench_dir, out, "EWC", ewc_lambda=1000)
+    s0 = torch.load(os.path.join(dirs[0], ewc.EWC_STATE), weights_only=False)
+    s1 = torch.load(os.path.join(dirs[1], ewc.EWC_STATE), weights_only=False)
+    saved1 = torch.load(os.path.join(dirs[1], "adapter_model.bin"))
+    assert len(s0["fisher"]) == len(s0["theta_prev"]) == 24
+    for name, f in s1["fisher"].items():  # running: task 1's Fisher adds to task 0's
+        assert (f >= s0["fisher"][name]).all() and (f > s0["fisher"][name]).any()
+    # theta_prev of task 1 is its saved adapter
+    assert all(torch.equal(s1["theta_prev"][n], saved1[n.replace(".default", "")]) for n in s1["theta_prev"])
+    # without the state of the previous task, EWC refuses to start
+    os.remove(os.path.join(dirs[1], ewc.EWC_STATE))
+    with pytest.raises(SystemExit) as e:
+        main(cli_args(tiny_t5, bench_dir, out, 2, "EWC", val_set_size=0))
+    assert e.value.code == 2
+
+
+
+
+def lora_model(model_class, base, targets, task_type, seed=0):
+    """A LoRA model whose B is random too (peft starts it at zero: every gradient of A would vanish)."""
+    model = get_peft_model(model_class.from_pretrained(base), LoraConfig(r=4, lora_alpha=8, target_modules=targets,
+                                                                         task_type=task_type, lora_dropout=0.1))
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if "lora_B" in n:
+                p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return model
+
+
+def chunks_of(features, collate, size):
+    return [collate([dict(f) for f in features[i:i + size]]) for i in range(0, len(features), size)]
+
+
+def one_at_a_time(model, features, collate, params):
+    """The reference: each example through the model alone, its gradient squared, averaged."""
+    model.eval()
+    total = {n: torch.zeros_like(p) for n, p in params.items()}
+    for f in features:
+        model.zero_grad()
+        model(**collate([dict(f)])).loss.backward()
+        for n, p in params.items():
+            total[n] += p.grad ** 2
+    model.zero_grad()
+    return {n: t / len(features) for n, t in total.items()}
+
+
+def t5_features(tiny_t5, bench_dir, n=10):
+    from rkif.data import read_json
+
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    records = read_json(os.path.join(bench_dir, "train", "weather_T5.json"))[:n]
+    return tokenize_seq2seq(records, tok, 128, 16), DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True,
+                                                                           return_tensors="pt")
+
+
+def test_per_example_fisher_equals_one_example_at_a_time_for_any_chunk_size(tiny_t5, bench_dir):
+    model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
+    features, collate = t5_features(tiny_t5, bench_dir)
+    assert len({len(f["input_ids"]) for f in features}) > 1  # chunks are padded
+    params = lora_parameters(model)
+    reference = one_at_a_time(model, features, collate, params)
+    assert all(r.abs().sum() > 0 for r in reference.values())
+    for size in (1, 2, 8):
+        model.train()  # computed in eval mode (no dropout), then put back as found
+        fisher = ewc.per_example_fisher(model, chunks_of(features, collate, size), params)
+        assert model.training
+        for n in params:
+            torch.testing.assert_close(fisher[n], reference[n], rtol=1e-4, atol=1e-9)
+    assert all(p.grad is None or not p.grad.any() for p in params.values())
+
+
+def test_batch_fisher_scale_changes_with_the_micro_batch_while_per_example_does_not(tiny_t5, bench_dir):
+    """The old estimate at micro-batch 1 is the per-example Fisher; at 8 its scale is much smaller
+    (the per-example noise averages out before squaring): what ewc_lambda meant moved with it."""
+    model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
+    features, collate = t5_features(tiny_t5, bench_dir, n=16)
+    params = lora_parameters(model)
+    per_example = ewc.per_example_fisher(model, chunks_of(features, collate, ewc.FISHER_CHUNK), params)
+    total = lambda f: sum(v.sum().item() for v in f.values())  # noqa: E731
+    batch = {m: total(ewc.batch_fisher(model, chunks_of(features, collate, m), params)) for m in (1, 2, 8)}
+    assert batch[1] == pytest.approx(total(per_example), rel=1e-4)
+    assert batch[8] < batch[2] < batch[1]
+
+
+def test_per_example_fisher_of_a_causal_lm_shifts_the_labels(tiny_llama, bench_dir):
+    from rkif.data import read_json
+
+    model = lora_model(AutoModelForCausalLM, tiny_llama, ["q_proj", "v_proj"], "CAUSAL_LM")
+    tok = load_tokenizer(tiny_llama)
+    records = read_json(os.path.join(bench_dir, "train", "sport.json"))[:5]
+    features = tokenize_causal(records, tok, 64)
+    collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True, return_tensors="pt")
+    params = lora_parameters(model)
+    reference = one_at_a_time(model, features, collate, params)
+    fisher = ewc.per_example_fisher(model, chunks_of(features, collate, 1), params)
+    for n in params:
+        torch.testing.assert_close(fisher[n], reference[n], rtol=1e-4, atol=1e-9)
+
+
+def test_per_example_fisher_refuses_a_parameter_that_is_not_a_lora_weight(tiny_t5):
+    model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
+    name, p = next((n, p) for n, p in model.named_parameters() if "layer_norm" in n)
+    with pytest.raises(ValueError, match="bias-free Linear"):
+        ewc.per_example_fisher(model, [], {name: p})
+
+
+def test_per_example_fisher_undoes_the_loss_scale_and_leaves_out_an_overflowing_chunk(tiny_t5, bench_dir):
+    model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
+    features, collate = t5_features(tiny_t5, bench_dir, n=4)
+    params = lora_parameters(model)
+    chunks = chunks_of(features, collate, 2)
+    plain = ewc.per_example_fisher(model, chunks, params)
+    scaled = ewc.per_example_fisher(model, chunks, params, loss_scale=2.0 ** 10)
+    for n in params:
+        torch.testing.assert_close(scaled[n], plain[n], rtol=1e-5, atol=1e-12)
+    # a scale so large that the scaled gradients overflow float32: every chunk is left out, with a warning
+    overflow = ewc.per_example_fisher(model, chunks, params, loss_scale=3e38)
+    assert all(not v.any() for v in overflow.values())
+
+
+def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_dir):
+    """end_of_task_files: under the default estimate the saved Fisher does not depend on --micro_batch_size."""
+    from rkif.methods import get_method
+    from rkif.methods.setup import end_of_task_files
+
+    model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
+    features, collate = t5_features(tiny_t5, bench_dir, n=12)
+    trainer = SimpleNamespace(model=model, data_collator=collate, _prepare_inputs=lambda b: b, do_grad_scaling=False,
+                              compute_loss_context_manager=contextlib.nullcontext)
+    plan = SimpleNamespace(previous_adapter=None)
+
+    def saved_fisher(micro_batch_size, estimate, path):
+        files = end_of_task_files(get_method("EWC"), trainer, plan, features, micro_batch_size, estimate)
+        files[ewc.EWC_STATE](path)
+        return torch.load(path)["fisher"]
+
+    tmp = os.path.join(os.path.dirname(tiny_t5), "ewc_state_check.pt")
+    per_example = [saved_fisher(m, "per_example", tmp) for m in (1, 2, 8)]
+    batch = [saved_fisher(m, "batch", tmp) for m in (1, 8)]
+    for n in per_example[0]:
+        for other in per_example[1:]:
+            torch.testing.assert_close(other[n], per_example[0][n], rtol=1e-5, atol=1e-12)
+        torch.testing.assert_close(batch[0][n], per_example[0][n], rtol=1e-4, atol=1e-9)
+    assert sum(v.sum() for v in batch[1].values()) < sum(v.sum() for v in per_example[0].values())
