@@ -27,4 +27,4 @@ bench: $(STAMP)
 	$(PY) scripts/bench_generation.py
 
 clean:
-	rm -rf output/demo
+	rm -rf output/demo output/demo_seed*

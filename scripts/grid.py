@@ -2,17 +2,17 @@
 
     python scripts/grid.py plan   --methods RKIF,SeqLoRA --orders standard,long --seeds 42,7 \\
         --base_model /models/t5-large --data_dir data/long_sequence --output_path output --seconds_per_step 0.9
-    python scripts/grid.py slurm  ... --partition gpu --time 48:00:00 --max_concurrent 16   # then: sbatch FILE
+    python scripts/grid.py slurm  ... --partition gpu --time_limit 48:00:00 --max_concurrent 16   # then: sbatch FILE
     python scripts/grid.py local  ... --gpus 0,1,2,3        # one sequence per GPU until all are done
     python scripts/grid.py local  ... --gpus cpu --jobs 2   # on CPU, threads divided between the jobs
-    python scripts/grid.py status ...                       # done / running / failed / partial / pending
+    python scripts/grid.py status ...                       # done / running / stopped / failed / partial / pending
     python src/report.py --output_path output               # the table; unfinished cells say missing (k/n seeds)
 
 Every sequence is one `src/run_pipeline.py` command (plan prints it): it resumes by itself, and
 its run folder's lock stops a second copy. --orders takes standard (4,5,6), long (1,2,3), ids, or
 custom benchmark files (one sequence per named order). Any other flag (--num_epochs, --matrix,
 --recipe's overrides, ...) goes to every pipeline command unchanged. Logs and exit codes:
-{output_path}/grid/{method}_dataset_id_{order}_seed{n}.log / .exit.
+{output_path}/grid/{run folder name}.log / .exit (e.g. t5-largelora_RKIF_dataset_id_4_seed7.log).
 """
 
 import collections
@@ -30,8 +30,8 @@ import run_pipeline  # noqa: E402
 from rkif.errors import InputError  # noqa: E402
 from rkif.flags import run  # noqa: E402
 from rkif.recipes import check_recipe  # noqa: E402
-from rkif.grid import (GRID_FOLDER, as_list, grid_files, pipeline_command, plan_sequences, progress,  # noqa: E402
-                       sequence_hours, slurm_script, step_seconds_from_device_check)
+from rkif.grid import (GRID_FOLDER, absolute_setup, as_list, grid_files, pipeline_command, plan_sequences,  # noqa: E402
+                       progress, sequence_hours, slurm_script, step_seconds_from_device_check)
 
 COMMANDS = ("plan", "slurm", "local", "status")
 GRID_FLAGS = ("methods", "dataset_id", "seed", "base_model", "data_dir", "output_path", "backbone", "recipe")
@@ -97,7 +97,7 @@ def show_status(sequences, setup):
         if p["holder"]:
             note = f"pid {p['holder'].get('pid')} on {p['holder'].get('host')} since {p['holder'].get('since')}"
         elif p["state"] == "failed":
-            note = f"exit {p['exit_status']}; log {grid_files(setup['output_path'], seq)[0]}"
+            note = f"exit {p['exit_status']}; log {grid_files(setup, seq)[0]}"
         print(f"{seq.method:9s} {seq.order_name:14s} {seq.seed:4d} {p['state']:8s} {p['tasks_done']}/{p['tasks']:<4d} "
               f"{p['predictions_done']:>3d}/{p['predictions']:<3d} {p['scored']:>3d}/{p['kinds']:<2d}  {note}")
     print(f"\n{len(sequences)} sequences: " + ", ".join(f"{n} {s}" for s, n in sorted(states.items())))
@@ -138,13 +138,15 @@ def run_local(sequences, setup, gpus, jobs):
             while todo and len(running) < len(slots) and not stopping:
                 slot = next(i for i in range(len(slots)) if i not in running)
                 seq = todo.pop(0)
-                log, exit_file = grid_files(setup["output_path"], seq)
+                log, exit_file = grid_files(setup, seq)
                 os.makedirs(os.path.dirname(log), exist_ok=True)
                 handle = open(log, "a")
                 handle.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {slots[slot][0]}\n")
                 handle.flush()
+                # its own session: Ctrl-C reaches it once, through stop() (a second signal would make the
+                # pipeline stop without its checkpoint)
                 proc = subprocess.Popen(pipeline_command(seq, setup), stdout=handle, stderr=subprocess.STDOUT,
-                                        env={**os.environ, **slots[slot][1]})
+                                        env={**os.environ, **slots[slot][1]}, start_new_session=True)
                 running[slot] = (proc, seq, handle, time.time())
             if stopping and not running:
                 break
@@ -153,9 +155,10 @@ def run_local(sequences, setup, gpus, jobs):
                 rc = proc.poll()
                 if rc is None:
                     continue
+                rc = 128 - rc if rc < 0 else rc  # killed by a signal: the shell's 128 + n, as the bash elements
                 handle.close()
                 del running[slot]
-                write_atomically(grid_files(setup["output_path"], seq)[1], f"{rc}\n")
+                write_atomically(grid_files(setup, seq)[1], f"{rc}\n")
                 finished += 1
                 minutes = (time.time() - started) / 60
                 if rc == 0:
@@ -163,7 +166,7 @@ def run_local(sequences, setup, gpus, jobs):
                 else:
                     failed.append(seq)
                     print(f"[{finished}/{total}] FAILED: {seq} (exit {rc}, {slots[slot][0]}, {minutes:.1f} min; "
-                          f"log {grid_files(setup['output_path'], seq)[0]})", flush=True)
+                          f"log {grid_files(setup, seq)[0]})", flush=True)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -181,7 +184,9 @@ def main(command, methods="RKIF", orders="standard,long", seeds="42", base_model
     {output_path}/grid/plan.jsonl, grid.sbatch). seconds_per_step / device_check: for the GPU-hour estimate;
     seconds_per_example: generation, per test example. slurm: partition, gpus_per_job, time_limit, account,
     max_concurrent (the array's %N), signal_seconds (SIGTERM that long before the limit), sbatch (extra
-    #SBATCH options, ';'-separated, given as --sbatch="--mem=64G;--qos=high"). local: gpus (0,1,2,3 or cpu), jobs (with cpu)."""
+    #SBATCH options, ';'-separated, given as --sbatch="--mem=64G;--qos=high"). local: gpus (0,1,2,3 or cpu),
+    jobs (with cpu). seconds_per_step is per optimizer step at the recipe's batch: a device_check.json measures
+    the rkif recipe's (T5 8, LLaMA 64), so give your own figure for --recipe olora (batch 64 on T5)."""
     if command not in COMMANDS:
         raise InputError(f"unknown command {command!r}; expected one of {COMMANDS}")
     if not base_model:
@@ -189,8 +194,9 @@ def main(command, methods="RKIF", orders="standard,long", seeds="42", base_model
     if backbone not in ("t5", "llama"):
         raise InputError(f"--backbone must be t5 or llama, got {backbone!r}")
     sequences = plan_sequences(methods, orders, seeds)
-    setup = dict(base_model=base_model, data_dir=data_dir, output_path=output_path, backbone=backbone,
-                 recipe=recipe, flags=flags)
+    setup = absolute_setup(dict(base_model=base_model, data_dir=data_dir, output_path=output_path,
+                                backbone=backbone, recipe=recipe, flags=flags))
+    output_path = setup["output_path"]
     check_recipe(recipe)
     grid = os.path.join(output_path, GRID_FOLDER)
     if command == "plan":
@@ -199,6 +205,7 @@ def main(command, methods="RKIF", orders="standard,long", seeds="42", base_model
     elif command == "slurm":
         extra = [f"#SBATCH {line.strip()}" for line in str(sbatch or "").split(";") if line.strip()]
         path = out or os.path.join(grid, "grid.sbatch")
+        os.makedirs(grid, exist_ok=True)  # Slurm opens the elements' --output files there before they start
         write_atomically(path, slurm_script(sequences, setup, partition=partition, gpus_per_job=gpus_per_job,
                                             time_limit=time_limit, account=account, max_concurrent=max_concurrent,
                                             signal_seconds=signal_seconds, sbatch_lines=extra))

@@ -18,7 +18,7 @@ from rkif.flags import run  # noqa: E402
 
 def generate_avgperf(base_model: str = "", dataset_id=4, method_name: str = "RKIF",
                      data_dir: str = "data/long_sequence", output_path: str = "output",
-                     batch_size: int = 16, cutoff_len: int = 512, max_new_tokens: int = 128,
+                     batch_size: int = 16, cutoff_len: int = None, max_new_tokens: int = 128,
                      precision: str = "auto", cache_dir: str = None, seed: int = 42, recipe: str = "rkif",
                      truncate_inputs: bool = False):
     """precision: auto (GPU: bf16 base with the LoRA branch unmerged in fp32; CPU: fp32, merged), fp32, bf16, fp16,

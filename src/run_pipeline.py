@@ -27,6 +27,7 @@ import finetune_KIF_llama  # noqa: E402
 import finetune_KIF_t5lora  # noqa: E402
 from rkif.adapters import adapter_exists  # noqa: E402
 from rkif.cli import evaluate, generate_llama, generate_t5, matrix_title  # noqa: E402
+from rkif.evaluation import prediction_dir  # noqa: E402
 from rkif.continual import DEFAULT_SEED, adapter_dir, run_dir, run_suffix  # noqa: E402
 from rkif.folder_lock import hold_folder  # noqa: E402
 from rkif.data import read_json  # noqa: E402
@@ -71,7 +72,7 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
     seed = train_flags.get("seed", DEFAULT_SEED)
     common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
     named = dict(seed=seed, recipe=recipe_name)  # the run folders' suffixes
-    summary, panels = {}, []
+    summary = {}
     for method in methods:
         # one process per sequence (method x order x seed): a second one stops here, naming the holder
         with hold_folder(run_dir(output_path, base_model, method, order_name, seed, recipe_name), "run folder"):
@@ -94,7 +95,6 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
                     result["forgetting"] = None
             elif matrix:
                 result = evaluate("matrix", method_name=method, **named, **common)
-                panels.append((result["R"], matrix_title(method, result)))
             else:
                 result = {**evaluate("avgPerf", method_name=method, **named, **common),
                           **evaluate("bwt", method_name=method, **named, **common)}
@@ -103,10 +103,18 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
     rows = [{"method": m, **{k: v for k, v in r.items() if k != "R"}} for m, r in summary.items()]
     name = f"dataset_id_{order_name}{run_suffix(seed, recipe_name)}"
     prefix = os.path.join(output_path, f"summary_{name}")
+
+    def panel_of(method):
+        path = os.path.join(prediction_dir(output_path, base_model, method, order_name, "matrix", seed=seed,
+                                           recipe=recipe_name), "metrics.json")
+        if not os.path.isfile(path):
+            return None
+        result = read_json(path)
+        return (result["R"], matrix_title(method, result)) if "R" in result else None
+
     merge_summary(prefix, rows, {"order": " ".join(tasks), "base_model": base_model, "recipe": recipe_name,
-                                 "seed": seed})
-    if panels:
-        plot_matrices(panels, tasks, os.path.join(output_path, f"accuracy_matrices_{name}.png"))
+                                 "seed": seed}, heatmap=os.path.join(output_path, f"accuracy_matrices_{name}.png"),
+                  panel_of=panel_of if matrix else None, tasks=tasks)
     print(f"\norder {order_name}: {' '.join(tasks)} (recipe {recipe_name}, seed {seed})")
     keys = [k for k in ("OP", "BWT", "forgetting") if k in rows[0]]
     print(f"{'method':10s}" + "".join(f"{k:>12s}" for k in keys))
@@ -116,21 +124,34 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
     return summary
 
 
-def merge_summary(prefix, rows, meta):
-    """Write this run's rows into {prefix}.json/.csv, keeping the rows of methods an earlier run of the same
-    order wrote (grid sequences run one method each, possibly at the same time: a lock file serialises them)."""
+def merge_summary(prefix, rows, meta, heatmap=None, panel_of=None, tasks=()):
+    """Write this run's rows into {prefix}.json/.csv, keeping the rows of other methods that an earlier run
+    of the same order, model, recipe and seed wrote (grid sequences run one method each, possibly at the
+    same time: a lock file serialises them). heatmap: the PNG of every merged method with a matrix
+    (panel_of(method) -> (R, title) or None), rebuilt from all of them."""
     import fcntl
 
     with open(prefix + ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as e:  # a filesystem without flock: a concurrent sequence may drop this run's row
+            print(f"warning: {prefix}.lock: no lock ({e}); the summary is merged without it", file=sys.stderr)
         earlier = []
         if os.path.isfile(prefix + ".json"):
             try:
-                earlier = read_json(prefix + ".json").get("tasks", [])
-            except InputError:
+                previous = read_json(prefix + ".json")
+                if previous.get("base_model") == meta["base_model"]:
+                    earlier = previous.get("tasks", [])
+            except (InputError, AttributeError):
                 earlier = []  # unreadable: rewritten from this run's rows
         ours = {r["method"] for r in rows}
-        write_report(prefix, [r for r in earlier if r.get("method") not in ours] + rows, meta)
+        merged = [r for r in earlier if r.get("method") not in ours] + rows
+        write_report(prefix, merged, meta)
+        panels = [p for p in (panel_of(r["method"]) for r in merged) if p] if panel_of else []
+        if heatmap and panels:
+            plot_matrices(panels, tasks, heatmap + ".tmp.png")
+            os.replace(heatmap + ".tmp.png", heatmap)
+    return merged
 
 
 PIPELINE_FLAGS = set(inspect.signature(run_order).parameters) - {"train_flags"}

@@ -78,7 +78,7 @@ def test_ewc_fisher_runs_in_the_training_context_and_undoes_the_loss_scale():
     assert torch.equal(overflow["lora_A"], plain["lora_A"])  # the overflowing batch is left out
 
 
-def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path):
+def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path, capsys):
     out = str(tmp_path / "out")
     dirs = run_cli(tiny_t5, bench_dir, out, "EWC", ewc_lambda=1000)
     s0 = torch.load(os.path.join(dirs[0], ewc.EWC_STATE), weights_only=False)
@@ -89,6 +89,11 @@ def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path):
         assert (f >= s0["fisher"][name]).all() and (f > s0["fisher"][name]).any()
     # theta_prev of task 1 is its saved adapter
     assert all(torch.equal(s1["theta_prev"][n], saved1[n.replace(".default", "")]) for n in s1["theta_prev"])
+    assert s1["fisher_estimate"] == "per_example"
+    # a running Fisher of one estimate is not continued with the other
+    with pytest.raises(SystemExit) as e:
+        main(cli_args(tiny_t5, bench_dir, out, 2, "EWC", val_set_size=0, ewc_fisher="batch"))
+    assert e.value.code == 2 and "the running Fisher so far is the per_example estimate" in capsys.readouterr().err
     # without the state of the previous task, EWC refuses to start
     os.remove(os.path.join(dirs[1], ewc.EWC_STATE))
     with pytest.raises(SystemExit) as e:
@@ -201,8 +206,9 @@ def test_per_example_fisher_undoes_the_loss_scale_and_leaves_out_an_overflowing_
     assert all(not v.any() for v in overflow.values())
 
 
-def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_dir):
-    """end_of_task_files: under the default estimate the saved Fisher does not depend on --micro_batch_size."""
+def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_dir, monkeypatch):
+    """end_of_task_files: under the default estimate the saved Fisher is the same whether examples pass
+    one, two or eight at a time (the chunk set to the micro-batch), unlike the batch estimate's."""
     from rkif.methods import get_method
     from rkif.methods.setup import end_of_task_files
 
@@ -218,7 +224,10 @@ def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_di
         return torch.load(path)["fisher"]
 
     tmp = os.path.join(os.path.dirname(tiny_t5), "ewc_state_check.pt")
-    per_example = [saved_fisher(m, "per_example", tmp) for m in (1, 2, 8)]
+    per_example = []
+    for m in (1, 2, 8):
+        monkeypatch.setattr(ewc, "FISHER_CHUNK", m)
+        per_example.append(saved_fisher(m, "per_example", tmp))
     batch = [saved_fisher(m, "batch", tmp) for m in (1, 8)]
     for n in per_example[0]:
         for other in per_example[1:]:

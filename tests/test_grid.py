@@ -75,6 +75,11 @@ def test_plan_expands_orders_and_estimates_gpu_hours_from_steps(tiny_t5, grid_be
     assert len(lines) == 1 + 8 and lines[0].startswith("method\torder\tdataset_id\tseed\tstate")
     assert all("\tpending\t" in line and "--num_epochs=3" in line for line in lines[1:])
     assert "estimated GPU-hours per order: orders_a" in p.stdout and "assumed: --seconds_per_step 0.5" in p.stdout
+    # relative paths, as typed in another directory, reach the Slurm elements absolute
+    grid("slurm", tiny_t5, os.path.relpath(grid_bench, str(tmp_path)), "rel_out", cwd=str(tmp_path))
+    text = (tmp_path / "rel_out" / "grid" / "grid.sbatch").read_text()
+    assert f"--output_path={tmp_path / 'rel_out'} " in text and f"--data_dir={grid_bench} " in text
+    assert f"'--dataset_id={os.path.join(grid_bench, 'orders.json')}#a'" in text and "\ncd " not in text
     bad = grid("plan", tiny_t5, grid_bench, str(tmp_path / "out"), "--num_epoch", "3", check=False)
     assert bad.returncode == 2 and "unknown flag --num_epoch (did you mean --num_epochs?)" in bad.stderr
 
@@ -103,6 +108,14 @@ def test_slurm_elements_and_local_jobs_finish_the_plan_as_direct_pipeline_runs(t
     assert "8 sequences: 4 done, 4 pending" in status
     local = grid("local", tiny_t5, grid_bench, out, *FAST, "--gpus", "cpu", "--jobs", "2").stdout
     assert local.count("skip: ") == 4 and "[4/4] done: " in local and "8 sequences: 8 done" in local
+    stamps = {f: os.path.getmtime(os.path.join(out, f)) for f in prediction_files(out) if f.endswith(".jsonl")}
+    for i in range(4, 8):  # the other indices through bash too: finished sequences, nothing is redone
+        p = subprocess.run(["bash", script], env={**os.environ, "SLURM_ARRAY_TASK_ID": str(i), "OMP_NUM_THREADS": "1"},
+                           capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stderr
+    assert stamps == {f: os.path.getmtime(os.path.join(out, f)) for f in stamps}
+    mtl_log = os.path.join(out, "grid", os.path.basename(tiny_t5) + "lora_MTL_dataset_id_orders_b_seed7.log")
+    assert "skip training" in open(mtl_log).read()
     assert all(open(os.path.join(out, "grid", f)).read().strip() == "0" for f in os.listdir(os.path.join(out, "grid"))
                if f.endswith(".exit"))
 
@@ -153,7 +166,7 @@ def test_sigterm_mid_task_stops_the_element_and_a_rerun_resumes_and_finishes(tin
     element.send_signal(signal.SIGTERM)
     element.communicate(timeout=120)
     assert element.returncode == 143
-    assert open(os.path.join(out, "grid", seq.name + ".exit")).read().strip() == "143"
+    assert open(os.path.join(out, "grid", seq.name(setup) + ".exit")).read().strip() == "143"
     p = progress(seq, setup)
     assert p["state"] == "stopped" and p["tasks_done"] == 0
     assert " stopped " in grid("status", tiny_t5, grid_bench, out, *slow, methods="SeqLoRA", seeds="42").stdout
@@ -161,10 +174,10 @@ def test_sigterm_mid_task_stops_the_element_and_a_rerun_resumes_and_finishes(tin
     with hold_folder(run_dir(out, tiny_t5, "SeqLoRA", "orders_a")):
         busy = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=300)
         assert busy.returncode == 2
-    assert "is in use by another process" in open(os.path.join(out, "grid", seq.name + ".log")).read()
+    assert "is in use by another process" in open(os.path.join(out, "grid", seq.name(setup) + ".log")).read()
     rerun = subprocess.run(["bash", script], env=env, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr
-    log = open(os.path.join(out, "grid", seq.name + ".log")).read()
+    log = open(os.path.join(out, "grid", seq.name(setup) + ".log")).read()
     assert f"resuming task 0-{TWO[0]} from" in log
     assert progress(seq, setup)["state"] == "done"
     status = grid("status", tiny_t5, grid_bench, out, *slow, methods="SeqLoRA", seeds="42").stdout

@@ -60,7 +60,10 @@ def test_an_unknown_recipe_is_refused_by_name(tiny_t5, bench_dir, tmp_path, caps
 
 
 def run_info(out, base, method, order, t, task):
-    with open(os.path.join(adapter_dir(out, base, method, order, t, task), "run_info.json")) as f:
+    """run_info.json of an olora run: its folders carry _recipe-olora."""
+    folder = adapter_dir(out, base, method, order, t, task, recipe="olora")
+    assert folder.endswith(f"lora_{method}_dataset_id_{order}_recipe-olora/{t}-{task}")
+    with open(os.path.join(folder, "run_info.json")) as f:
         return json.load(f)
 
 
@@ -86,7 +89,7 @@ def test_olora_and_incLoRA_on_a_two_task_custom_order_record_the_recipe(tiny_t5,
                     s["val_set_size"], s["micro_batch_size"], s["max_input_length"]) == (1e-3, "constant", 0, 0.1,
                                                                                            0, 8, 512)
             assert info["num_validation_examples"] == 0 and info["best_model_checkpoint"] is None
-            state = os.path.join(adapter_dir(out, tiny_t5, method, "two", t, TASKS[t]), "checkpoint-3",
+            state = os.path.join(adapter_dir(out, tiny_t5, method, "two", t, TASKS[t], recipe="olora"), "checkpoint-3",
                                  "trainer_state.json")
             with open(state) as f:
                 rates = [e["learning_rate"] for e in json.load(f)["log_history"] if "learning_rate" in e]

@@ -8,6 +8,7 @@ from .evaluation import (evaluate_avgperf, evaluate_bwt, evaluate_matrix, predic
                          run_generation)
 from .methods import get_method
 from .metrics import plot_matrices, write_report
+from .recipes import check_recipe, recipe_values
 from .tasks import resolve_order, task_metrics
 
 
@@ -35,18 +36,27 @@ def generate(kind, *, make_predictor, base_model, dataset_id, method_name, data_
     return pred_dir
 
 
-def generate_t5(kind, *, base_model, max_input_length=1024, max_length=128, precision="auto", cache_dir=None,
+def training_cutoff(flag, value, recipe, backbone):
+    """The training cutoff the test inputs are compared with (and cut at, with --truncate_inputs): the flag's
+    value, else the recipe's (rkif: T5 1024, LLaMA 512; olora: 512)."""
+    check_recipe(recipe)
+    return value if value is not None else recipe_values(recipe, backbone)[flag]
+
+
+def generate_t5(kind, *, base_model, max_input_length=None, max_length=128, precision="auto", cache_dir=None,
                 truncate_inputs=False, **flags):
     from .seq2seq import seq2seq_predictor_factory
 
+    max_input_length = training_cutoff("max_input_length", max_input_length, flags.get("recipe", "rkif"), "t5")
     return generate(kind, base_model=base_model, **flags, make_predictor=seq2seq_predictor_factory(
         base_model, precision, cache_dir, max_input_length, max_length, truncate_inputs))
 
 
-def generate_llama(kind, *, base_model, cutoff_len=512, max_new_tokens=128, precision="auto", cache_dir=None,
+def generate_llama(kind, *, base_model, cutoff_len=None, max_new_tokens=128, precision="auto", cache_dir=None,
                    truncate_inputs=False, **flags):
     from .causal import causal_predictor_factory
 
+    cutoff_len = training_cutoff("cutoff_len", cutoff_len, flags.get("recipe", "rkif"), "llama")
     return generate(kind, base_model=base_model, **flags, suffix="", fields=("id", "instruction", "input", "output"),
                     make_predictor=causal_predictor_factory(base_model, precision, cache_dir, cutoff_len,
                                                             max_new_tokens, truncate_inputs))

@@ -40,6 +40,7 @@ def expand_orders(value):
     """Order ids: standard (4,5,6), long (1,2,3), built-in ids, or custom files (one per named order)."""
     orders = []
     for item in as_list(value, "orders"):
+        item = absolute_order(item)
         if item.lower() in ORDER_GROUPS:
             orders += ORDER_GROUPS[item.lower()]
         elif is_custom(item) and "#" not in item and os.path.isfile(item):
@@ -57,10 +58,11 @@ class Sequence:
         self.method, self.dataset_id, self.seed = method, dataset_id, int(seed)
         self.order_name, self.tasks = resolve_order(dataset_id)
 
-    @property
-    def name(self):
-        """{method}_dataset_id_{order}_seed{n}: the log and exit files' name."""
-        return f"{self.method}_dataset_id_{self.order_name}_seed{self.seed}"
+    def name(self, setup):
+        """The run folder's name ({model}lora_{method}_dataset_id_{order}[_recipe-..][_seed..]): the log and
+        exit files' name, distinct for every model, recipe and seed sharing an output path."""
+        return os.path.basename(run_dir(setup["output_path"], setup["base_model"], self.method, self.order_name,
+                                        self.seed, setup["recipe"]))
 
     def __repr__(self):
         return f"{self.method} order {self.order_name} seed {self.seed}"
@@ -95,9 +97,26 @@ def pipeline_command(seq, setup, python=None):
             f"--backbone={setup['backbone']}", f"--recipe={setup['recipe']}", *flag_args(setup["flags"])]
 
 
-def grid_files(output_path, seq):
-    folder = os.path.join(output_path, GRID_FOLDER)
-    return os.path.join(folder, seq.name + ".log"), os.path.join(folder, seq.name + ".exit")
+def grid_files(setup, seq):
+    folder = os.path.join(setup["output_path"], GRID_FOLDER)
+    return os.path.join(folder, seq.name(setup) + ".log"), os.path.join(folder, seq.name(setup) + ".exit")
+
+
+def absolute_setup(setup):
+    """Paths made absolute (a Slurm element may start in another directory than the one planning it);
+    a base model that is not a local path (a hub id) stays as given."""
+    def absolute(path):
+        return os.path.abspath(path) if path and os.path.exists(path) else path
+
+    return {**setup, "output_path": os.path.abspath(setup["output_path"]), "data_dir": absolute(setup["data_dir"]),
+            "base_model": absolute(setup["base_model"])}
+
+
+def absolute_order(dataset_id):
+    if not is_custom(dataset_id):
+        return dataset_id
+    path, _, name = str(dataset_id).partition("#")
+    return os.path.abspath(path) + (f"#{name}" if name else "")
 
 
 def kinds_of(seq, flags):
@@ -123,7 +142,7 @@ def progress(seq, setup):
         scored += os.path.isfile(os.path.join(folder, "metrics.json"))
     holder = lock_holder(run_dir(out, base, seq.method, seq.order_name, seq.seed, recipe))
     exit_status = None
-    exit_file = grid_files(out, seq)[1]
+    exit_file = grid_files(setup, seq)[1]
     if os.path.isfile(exit_file):
         with open(exit_file) as f:
             text = f.read().strip()
@@ -216,6 +235,9 @@ def slurm_script(sequences, setup, *, partition=None, gpus_per_job=1, time_limit
     143; the element then requeues itself and resumes from that checkpoint in its next allocation."""
     n = len(sequences)
     grid = os.path.join(setup["output_path"], GRID_FOLDER)
+    if gpus_per_job not in (0, 1):
+        raise InputError(f"--gpus_per_job: each sequence is one process on one GPU (0 or 1), got {gpus_per_job}; "
+                         "run more sequences at once instead (--max_concurrent)")
     head = ["#!/usr/bin/env bash", f"#SBATCH --job-name={job_name}",
             f"#SBATCH --array=0-{n - 1}" + (f"%{int(max_concurrent)}" if max_concurrent else ""),
             f"#SBATCH --gres=gpu:{int(gpus_per_job)}" if gpus_per_job else None,
@@ -230,22 +252,25 @@ def slurm_script(sequences, setup, *, partition=None, gpus_per_job=1, time_limit
         f"#   SLURM_ARRAY_TASK_ID=0 bash THIS_FILE     # anywhere: runs element 0 (0-{n - 1})",
         "# An element resumes where the sequence stopped; a second copy of a running sequence stops at its lock.",
         "set -uo pipefail",
-        f"cd {shlex.quote(ROOT)}",
         f'i="${{SLURM_ARRAY_TASK_ID:?set SLURM_ARRAY_TASK_ID to the element to run, 0-{n - 1}}}"',
         'case "$i" in',
     ]
     for k, seq in enumerate(sequences):
         cmd = " ".join(shlex.quote(a) for a in pipeline_command(seq, setup, python))
-        lines.append(f"  {k}) name={shlex.quote(seq.name)}; cmd=({cmd}) ;;")
+        lines.append(f"  {k}) name={shlex.quote(seq.name(setup))}; cmd=({cmd}) ;;")
     lines += [
         f'  *) echo "error: SLURM_ARRAY_TASK_ID $i: expected 0-{n - 1}" >&2; exit 2 ;;',
         "esac",
         f"mkdir -p {shlex.quote(grid)}",
         f'log={shlex.quote(grid)}/"$name".log',
         'echo "=== $(date "+%Y-%m-%d %H:%M:%S") element $i: ${cmd[*]}" >> "$log"',
-        '"${cmd[@]}" >> "$log" 2>&1 &',
+        "child=",
+        "trap '[ -n \"$child\" ] && kill -TERM \"$child\" 2>/dev/null' TERM INT",
+        "# its own session: a Ctrl-C or a signal to this script's group reaches the pipeline once, through the",
+        "# trap (a second signal would make it stop without its checkpoint)",
+        "launcher=(); command -v setsid >/dev/null && launcher=(setsid)",
+        '"${launcher[@]}" "${cmd[@]}" >> "$log" 2>&1 &',
         "child=$!",
-        "trap 'kill -TERM \"$child\" 2>/dev/null' TERM INT",
         'wait "$child"; rc=$?',
         'while kill -0 "$child" 2>/dev/null; do wait "$child"; rc=$?; done  # a trapped signal ended the first wait',
         f'echo "$rc" > {shlex.quote(grid)}/"$name".exit',

@@ -20,7 +20,7 @@ dropout 0.1 (run_uie_lora.py), no evaluation, the final model kept. Its penalty 
 """
 
 from .errors import InputError
-from .tasks import TASK_ORDERS
+from .tasks import TASK_ORDERS, check_task_id
 
 RECIPE_NAMES = ("rkif", "olora")
 DEFAULT_RECIPE = "rkif"
@@ -76,6 +76,8 @@ def olora_task_values(tasks, task_id, method_name):
 def recipe_values(recipe, backbone, tasks=None, task_id=None, method_name=None):
     """{flag: value} the recipe sets for one task (tasks and task_id: the per-task O-LoRA weights)."""
     check_recipe(recipe)
+    if tasks is not None:
+        check_task_id(task_id, tasks)
     if recipe == "rkif":
         return dict(RKIF[backbone])
     values = dict(OLORA[backbone])

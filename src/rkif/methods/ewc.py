@@ -154,4 +154,5 @@ def load_state(adapter_dir, device):
     if not os.path.isfile(path):
         return None
     state = load_plain(path, map_location=device)
-    return state["fisher"], state["theta_prev"]
+    # states saved before the per-example estimate existed hold the batch one
+    return state["fisher"], state["theta_prev"], state.get("fisher_estimate", "batch")

@@ -35,7 +35,11 @@ def prepare_task_model(method, base, plan, *, r, alpha, dropout, target_modules,
         if state is None:
             raise InputError(f"{previous}: no {ewc.EWC_STATE} beside the adapter; was task {plan.task_id - 1} "
                              "trained with --method_name EWC?")
-        fisher, theta_prev = state
+        fisher, theta_prev, estimate = state
+        if estimate != settings.get("ewc_fisher", "per_example"):
+            raise InputError(f"{previous}: the running Fisher so far is the {estimate} estimate, this task would add "
+                             f"the {settings.get('ewc_fisher', 'per_example')} one; continue the sequence with "
+                             f"--ewc_fisher {estimate} (and the ewc_lambda it was trained with), or restart it")
         return model, lambda m: ewc.ewc_penalty(m, fisher, theta_prev, settings["ewc_lambda"])
     return model, None
 
@@ -59,5 +63,6 @@ def end_of_task_files(method, trainer, plan, features, micro_batch_size, fisher_
     if previous:
         fisher = {n: f + previous[0][n] for n, f in fisher.items()}
     state = {"fisher": {n: f.detach().cpu() for n, f in fisher.items()},
-             "theta_prev": {n: p.detach().clone().cpu() for n, p in params.items()}}
+             "theta_prev": {n: p.detach().clone().cpu() for n, p in params.items()},
+             "fisher_estimate": fisher_estimate}
     return {ewc.EWC_STATE: lambda path: torch.save(state, path)}
