@@ -73,7 +73,8 @@ def task0(tiny_t5, tmp_path_factory):
     model.save_pretrained(folder)
     params = lora_parameters(model)
     torch.save({"fisher": {n: torch.rand(p.shape) for n, p in params.items()},
-                "theta_prev": {n: p.detach().clone() for n, p in params.items()}}, os.path.join(folder, "ewc_state.pt"))
+                "theta_prev": {n: p.detach().clone() for n, p in params.items()},
+                "fisher_estimate": "per_example"}, os.path.join(folder, "ewc_state.pt"))
     return folder
 
 
