@@ -190,3 +190,19 @@ def test_bad_training_flags_table(bench_dir, tiny_t5, tmp_path):
         assert "Traceback" not in p.stderr, name
         assert not os.path.exists(tmp_path / f"case{n}" / "out"), name
     assert json.load(open(os.path.join(bench_dir, "order.json")))  # the fixture itself untouched
+
+
+def test_help_shows_the_flags_even_for_a_function_taking_any_flag(capsys):
+    """--help (or -h) anywhere shows fire's help and exits 0; run_pipeline's run_order takes **train_flags,
+    which fire would otherwise hand --help to as a training flag."""
+    from run_pipeline import TRAINING_FLAGS, run_order
+
+    from rkif.flags import run
+
+    for argv in (["--help"], ["--dataset_id", "4", "-h"]):
+        with pytest.raises(SystemExit) as e:
+            run(run_order, argv, extra_flags=TRAINING_FLAGS)
+        assert e.value.code == 0
+        captured = capsys.readouterr()
+        out = captured.out + captured.err  # fire writes its help to stderr
+        assert "--base_model" in out and "--methods" in out and "unknown flag" not in out

@@ -95,6 +95,10 @@ def run(fn, argv=None, *, name=None, extra_flags=()):
     import fire
 
     argv = sys.argv[1:] if argv is None else list(argv)
+    ours = argv[: argv.index("--")] if "--" in argv else argv
+    if any(t in ("--help", "-h") for t in ours):
+        # fire hands --help to a function with **kwargs as a flag; asked as fire's own flag, it shows the help
+        argv = ["--", "--help"]
     exit_on_input_error(check_argv, fn, argv, extra_flags)
     return fire.Fire(functools.wraps(fn)(lambda *a, **kw: exit_on_input_error(fn, *a, **kw)), command=argv,
                      name=name or os.path.basename(sys.argv[0]))
