@@ -35,7 +35,7 @@ from rkif.errors import InputError  # noqa: E402
 from rkif.flags import run  # noqa: E402
 from rkif.methods import METHOD_NAMES, METHODS  # noqa: E402
 from rkif.metrics import plot_matrices, write_report  # noqa: E402
-from rkif.recipes import DEFAULT_RECIPE, recipe_values  # noqa: E402
+from rkif.recipes import DEFAULT_RECIPE, check_recipe  # noqa: E402
 from rkif.tasks import resolve_order  # noqa: E402
 
 
@@ -59,15 +59,15 @@ def run_order(base_model="", dataset_id=4, methods="RKIF", backbone="t5", data_d
         raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone} "
                          "training script's")
     recipe_name = train_flags.get("recipe") or DEFAULT_RECIPE
-    recipe = recipe_values(recipe_name, backbone)
-    if backbone == "t5":  # the training cutoff, for truncate_inputs and the count of longer test inputs
-        cutoff = train_flags.get("max_input_length") or recipe["max_input_length"]
-        generator = functools.partial(generate_t5, max_input_length=cutoff, max_length=max_length,
-                                      truncate_inputs=truncate_inputs)
+    check_recipe(recipe_name)
+    # the training cutoff (for truncate_inputs and the count of longer test inputs): the flag's, else the
+    # recipe's, resolved by the generator
+    if backbone == "t5":
+        generator = functools.partial(generate_t5, max_input_length=train_flags.get("max_input_length"),
+                                      max_length=max_length, truncate_inputs=truncate_inputs)
     else:
-        cutoff = train_flags.get("cutoff_len") or recipe["cutoff_len"]
-        generator = functools.partial(generate_llama, cutoff_len=cutoff, max_new_tokens=max_new_tokens,
-                                      truncate_inputs=truncate_inputs)
+        generator = functools.partial(generate_llama, cutoff_len=train_flags.get("cutoff_len"),
+                                      max_new_tokens=max_new_tokens, truncate_inputs=truncate_inputs)
     order_name, tasks = resolve_order(dataset_id)
     seed = train_flags.get("seed", DEFAULT_SEED)
     common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
