@@ -1,5 +1,5 @@
 # `make demo` and `make test` are the only set-up a fresh machine needs:
-# both create .venv (if absent) and install the pinned requirements first.
+# both create .venv (if absent), install the pinned requirements and the rkif package (editable) first.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench install clean
 
-$(STAMP): requirements.txt
+$(STAMP): requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)

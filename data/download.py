@@ -15,9 +15,7 @@ import json
 import os
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-from rkif.flags import run  # noqa: E402
+from rkif.command_line import run
 
 # task: (hub dataset, config, {our split: hub split}, labels, example formatter)
 SOURCES = {

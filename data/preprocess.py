@@ -12,14 +12,11 @@ then the folder is validated and summarised.
 
 import json
 import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-from rkif.benchmark import preprocess  # noqa: E402
-from rkif.flags import run  # noqa: E402
-from rkif.errors import InputError  # noqa: E402
-from rkif.validate import summary_lines, validate_folder  # noqa: E402
+from rkif.benchmark import preprocess
+from rkif.command_line import run
+from rkif.errors import InputError
+from rkif.validate import summary_lines, validate_folder
 
 
 def main(raw_dir, out_dir, types=None, seed=42):

@@ -8,14 +8,10 @@ pair consistency. Prints the counts per split and the label distribution per tas
 Training and evaluation run the per-file checks on every file they read.
 """
 
-import os
-import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
-
-from rkif.flags import run  # noqa: E402
-from rkif.tasks import read_description  # noqa: E402
-from rkif.validate import summary_lines, validate_folder  # noqa: E402
+from rkif.command_line import run
+from rkif.tasks import read_description
+from rkif.validate import summary_lines, validate_folder
 
 
 def main(data_dir, benchmark=None):

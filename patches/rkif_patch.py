@@ -31,15 +31,20 @@ PRISTINE_SHA256 = {
 }
 MARKER = "# --- Recurrent-KIF patch (rkif) ---"
 BACKUP = ".rkif-orig"
-SRC = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "src"))
+ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+try:  # the patched Trainer imports the rkif package: it must be installed for the Python that runs it
+    from rkif.settings import KIFConfig
+except ImportError:
+    raise SystemExit(f"error: the rkif package is not installed for this Python ({sys.executable}); install it "
+                     f"first: {sys.executable} -m pip install -e {ROOT}") from None
 
 FIELDS_ANCHOR = "    def __post_init__(self):\n"
 FIELDS = f'''    {MARKER}
     inner_iterations: int = field(
-        default=8, metadata={{"help": "Recurrent-KIF: fuse the inner and outer updates every K optimizer steps."}}
+        default={KIFConfig.inner_iterations}, metadata={{"help": "Recurrent-KIF: fuse the inner and outer updates every K optimizer steps."}}
     )
     train_batch_size_outer: int = field(
-        default=8, metadata={{"help": "Recurrent-KIF: batch size of the outer (memory) steps."}}
+        default={KIFConfig.train_batch_size_outer}, metadata={{"help": "Recurrent-KIF: batch size of the outer (memory) steps."}}
     )
 
 '''
@@ -51,15 +56,11 @@ TRAINER_BLOCK = f'''
 # empty_outer_score_flag=, outer_iterations=) on the Recurrent-KIF package's loop. Revert with
 # `python patches/rkif_patch.py revert`.
 def _rkif_keyword_trainer(original):
-    import importlib.util as _util
-    import sys as _sys
-
-    if _util.find_spec("rkif") is None:
-        _sys.path.append({SRC!r})
     try:
         from rkif.legacy import KeywordAPIMixin
     except ImportError as e:
-        logger.warning(f"Recurrent-KIF keywords unavailable, the rkif package is not importable: {{e}}")
+        logger.warning(f"Recurrent-KIF keywords unavailable, the rkif package is not importable ({{e}}): "
+                       f"pip install -e {ROOT!r}")
         return original
 
     class Trainer(KeywordAPIMixin, original):

@@ -17,15 +17,14 @@ import time
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from finetune_KIF_t5lora import train  # noqa: E402
-from rkif.data import load_records, task_file  # noqa: E402
-from rkif.generation import write_predictions  # noqa: E402
-from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation  # noqa: E402
-from rkif.synthetic import write_synthetic_benchmark  # noqa: E402
-from rkif.flags import run  # noqa: E402
-from rkif.tiny import build_tiny_t5, corpus_from_data_dir  # noqa: E402
+from rkif.commands import train_t5 as train
+from rkif.data import load_records, task_file
+from rkif.generation import write_predictions
+from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation
+from rkif.synthetic import write_synthetic_benchmark
+from rkif.command_line import run
+from rkif.tiny import build_tiny_t5, corpus_from_data_dir
 
 
 def main(n_examples=500, batch_size=64, d_model=64, max_length=128, repeats=5,

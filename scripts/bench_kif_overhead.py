@@ -13,17 +13,15 @@ import json
 import os
 import shutil
 import statistics
-import sys
 import tempfile
 
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from finetune_KIF_t5lora import train  # noqa: E402
-from rkif.synthetic import write_synthetic_benchmark  # noqa: E402
-from rkif.flags import run  # noqa: E402
-from rkif.tiny import build_tiny_t5, corpus_from_data_dir  # noqa: E402
+from rkif.commands import train_t5 as train
+from rkif.synthetic import write_synthetic_benchmark
+from rkif.command_line import run
+from rkif.tiny import build_tiny_t5, corpus_from_data_dir
 
 
 def main(repeats=5, max_steps=64, inner_iterations=8, outer_iterations=4, d_model=128, n_train=400,

@@ -35,12 +35,11 @@ import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from rkif.errors import InputError  # noqa: E402
-from rkif.flags import run  # noqa: E402
-from rkif.plain_data import load_plain  # noqa: E402
-from rkif.tasks import resolve_order  # noqa: E402
+from rkif.errors import InputError
+from rkif.command_line import run
+from rkif.plain_data import load_plain
+from rkif.tasks import resolve_order
 
 STATE_DICT_OVERRIDE = re.compile(r"\n[ \t]*old_state_dict = model\.state_dict\n.*?\.__get__\(model, type\(model\)\)\n",
                                  re.S)

@@ -40,10 +40,11 @@ import traceback
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "src"))
 
-from rkif.flags import run  # noqa: E402
-from rkif.plain_data import load_plain  # noqa: E402
+from rkif.command_line import run
+from rkif.methods import METHOD_NAMES
+from rkif.plain_data import load_plain
+from rkif.run_folders import run_dir
 
 
 def lengthen(data_dir, words):
@@ -81,11 +82,8 @@ def peak_memory_gib():
     return torch.cuda.max_memory_allocated() / 2**30 if torch.cuda.is_available() else None
 
 
-METHOD_NAMES = ("RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL")
-
-
 def run_name(model, method):
-    return f"{os.path.basename(model)}lora_{method}_dataset_id_order"
+    return os.path.basename(run_dir("", model, method, "order"))
 
 
 def task_figures(out, model, method, task):
@@ -308,8 +306,7 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
     section_seconds: each section's time limit. fail_section: a section to fail on purpose (tests)."""
     import torch
 
-    import finetune_KIF_llama
-    import finetune_KIF_t5lora
+    from rkif.commands import train_llama, train_t5
     from rkif.causal import causal_predictor_factory
     from rkif.data import load_records, task_file
     from rkif.seq2seq import seq2seq_predictor_factory
@@ -348,12 +345,12 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
         run_section(report, name, fn, section_seconds, path, fail_section)
 
     backbones = {
-        "t5": dict(train=finetune_KIF_t5lora.train, factory=seq2seq_predictor_factory, suffix="_T5",
+        "t5": dict(train=train_t5, factory=seq2seq_predictor_factory, suffix="_T5",
                    fields=("id", "input", "output"),
                    flags=dict(common, batch_size=8, micro_batch_size=2, train_batch_size_outer=8, precision="fp32"),
                    variants={"bf16": {"precision": half("bf16")},
                              "separate_outer_optimizer": {"outer_optimizer": "separate"}}),
-        "llama": dict(train=finetune_KIF_llama.train, factory=causal_predictor_factory, suffix="",
+        "llama": dict(train=train_llama, factory=causal_predictor_factory, suffix="",
                       fields=("id", "instruction", "input", "output"),
                       flags=dict(common, batch_size=8 if tiny else 64, micro_batch_size=2 if tiny else 16,
                                  train_batch_size_outer=8 if tiny else 64, cutoff_len=512, precision=half("bf16")),

@@ -20,22 +20,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-import run_pipeline  # noqa: E402
-from rkif.errors import InputError  # noqa: E402
-from rkif.flags import run  # noqa: E402
-from rkif.recipes import check_recipe  # noqa: E402
-from rkif.grid import (GRID_FOLDER, absolute_setup, as_list, grid_files, pipeline_command, plan_sequences,  # noqa: E402
+from rkif.errors import InputError
+from rkif.command_line import run
+from rkif.pipeline import PIPELINE_FLAGS as PIPELINE_OWN_FLAGS, TRAINING_FLAGS
+from rkif.recipes import check_recipe
+from rkif.grid import (GRID_FOLDER, absolute_setup, as_list, grid_files, pipeline_command, plan_sequences,
                        progress, sequence_hours, slurm_script, step_seconds_from_device_check)
 
 COMMANDS = ("plan", "slurm", "local", "status")
 GRID_FLAGS = ("methods", "dataset_id", "seed", "base_model", "data_dir", "output_path", "backbone", "recipe")
-PIPELINE_FLAGS = (set(run_pipeline.TRAINING_FLAGS) | set(run_pipeline.PIPELINE_FLAGS)) - set(GRID_FLAGS)
+PIPELINE_FLAGS = (set(TRAINING_FLAGS) | set(PIPELINE_OWN_FLAGS)) - set(GRID_FLAGS)
 
 
 def write_atomically(path, text):

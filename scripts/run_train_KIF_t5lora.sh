@@ -12,16 +12,7 @@ cd "$(dirname "$0")/.."
 
 source scripts/common.sh
 
-# The training protocol (epochs 10, batch 8 = 2 x 4 accumulation, lr 3e-4, ...) is the recipe's: RECIPE=rkif
-# (default) or olora, see src/rkif/recipes.py; the Recurrent-KIF settings below are the released grid's.
-train_grid src/finetune_KIF_t5lora.py \
-  --inner_iterations 8 \
-  --outer_iterations 4 \
-  --train_batch_size_outer 8 \
-  --empty_inner_score_flag 1 \
-  --empty_outer_score_flag 0 \
-  --quantile 0.8 \
-  --beta1 0.85 \
-  --beta2 0.85 \
-  --memory_data_ratio 2 \
-  "$@"
+# Every setting takes its declared default (src/rkif/settings.py; docs/flags.md): the released grid's
+# Recurrent-KIF values (K 8, M 4, outer batch 8, quantile, betas, memory 2%) are those defaults, and the
+# training protocol (epochs, batch, lr, ...) is the recipe's: RECIPE=rkif (default) or olora.
+train_grid src/finetune_KIF_t5lora.py "$@"

@@ -11,14 +11,12 @@ and the lowest accuracy right after a task's own training (plasticity). Writes
 
 import json
 import os
-import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "..", "src"))
 
-from demo import DEMO_FLAGS, prepare  # noqa: E402
-from rkif.flags import run  # noqa: E402
-from run_pipeline import run_order  # noqa: E402
+from rkif.demo import DEMO_FLAGS, prepare
+from rkif.command_line import run
+from rkif.pipeline import run_order
 
 
 def main(lambdas="1000,3000,10000,30000,100000,300000", out="output/ewc_sweep", num_epochs=15, learning_rate=5e-3,

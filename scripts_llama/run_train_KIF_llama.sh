@@ -11,21 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh
 
-# The training protocol (epochs 10, batch 64 = 16 x 4, lr 3e-4, cutoff 512, validation 25, LoRA r 8,
-# alpha 32, dropout 0.05) is the recipe's: RECIPE=rkif (default) or olora, see src/rkif/recipes.py.
+# Only what differs from the declared defaults is passed (src/rkif/settings.py, LLaMA's in
+# src/rkif/backbones.py; docs/flags.md): the released grid groups examples by length. The training
+# protocol (epochs, batch 64 = 16 x 4, lr, cutoff 512, ...) is the recipe's: RECIPE=rkif (default) or olora.
 train_grid src/finetune_KIF_llama.py \
-  --lora_target_modules "[q_proj,v_proj]" \
-  --train_on_inputs False \
-  --add_eos_token True \
   --group_by_length True \
-  --prompt_template_name alpaca \
-  --inner_iterations 8 \
-  --outer_iterations 4 \
-  --train_batch_size_outer 64 \
-  --empty_inner_score_flag 1 \
-  --empty_outer_score_flag 0 \
-  --quantile 0.8 \
-  --beta1 0.85 \
-  --beta2 0.85 \
-  --memory_data_ratio 2 \
   "$@"

@@ -13,30 +13,7 @@ per-task table; writes metrics.json and metrics.csv (and accuracy_matrix.png wit
 beside the predictions.
 """
 
-import os
-import sys
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-
-from rkif.cli import evaluate  # noqa: E402
-from rkif.flags import run  # noqa: E402
-
-
-def eval_bwt(base_model: str = "", dataset_id=4, method_name: str = "RKIF", model_name: str = None,
-             test_data_name: str = None, test_data_name2: str = None, data_dir: str = "data/long_sequence",
-             output_path: str = "output", pred_dir: str = None, avgperf_dir: str = None, matrix: bool = False,
-             seed: int = 42, recipe: str = "rkif"):
-    """test_data_name / test_data_name2: the bwt / avgPerf folder names under output_path (released flags)."""
-    pred_dir = pred_dir or (os.path.join(output_path, test_data_name) if test_data_name else None)
-    avgperf_dir = avgperf_dir or (os.path.join(output_path, test_data_name2) if test_data_name2 else None)
-    evaluate("matrix" if matrix else "bwt", base_model=base_model, dataset_id=dataset_id, method_name=method_name,
-             model_name=model_name, data_dir=data_dir, output_path=output_path, pred_dir=pred_dir,
-             avgperf_dir=avgperf_dir, seed=seed, recipe=recipe)
-
-
-def main(argv=None):
-    run(eval_bwt, argv)
-
+from rkif.commands import eval_bwt_main as main
 
 if __name__ == "__main__":
     main()

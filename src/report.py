@@ -7,7 +7,7 @@ with a metrics.json (written by eval_avgPerf.py, eval_bwt.py or the pipeline; ki
 matrix), and writes report.md, report.csv and report.tex. Figures are percentages, mean +- sample
 std over the seeds found for the method. A cell that some of the method's seeds lack is shown as
 missing (k/n seeds), and a mean over the Standard orders (4-6) or the Long orders (1-3) needs every
-one of those orders for every seed: nothing is averaged silently. The paper's figures (design doc
+one of those orders for every seed: nothing is averaged silently. The paper's figures (docs/design.md,
 section 6; the O-LoRA paper's main table where marked) are a separate, labelled column group.
 BWT is the mean over the first N-1 tasks, as released (some harnesses divide by N).
 """
@@ -15,17 +15,13 @@ BWT is the mean over the first N-1 tasks, as released (some harnesses divide by 
 import csv
 import json
 import os
-import re
 import statistics
-import sys
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rkif.errors import InputError
+from rkif.run_folders import PREDICTION_FOLDER
+from rkif.command_line import run
 
-from rkif.errors import InputError  # noqa: E402
-from rkif.flags import run  # noqa: E402
-
-FOLDER = re.compile(r"^(?P<model>.+)_(?P<method>[A-Za-z0-9-]+)_dataset_id_(?P<order>.+?)"
-                    r"(?:_recipe-(?P<recipe>[A-Za-z0-9]+))?(?:_seed(?P<seed>\d+))?_(?P<kind>avgPerf|bwt|matrix)$")
+FOLDER = PREDICTION_FOLDER
 STANDARD, LONG = ("4", "5", "6"), ("1", "2", "3")
 METHOD_ORDER = ("SeqLoRA", "Replay", "EWC", "IncLoRA", "OLoRA", "RKIF", "MTL")
 NO_BWT = ("MTL",)

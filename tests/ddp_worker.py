@@ -10,13 +10,12 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "src"))
 
-import torch  # noqa: E402
+import torch
 
-import rkif.trainer  # noqa: E402
-from finetune_KIF_t5lora import train  # noqa: E402
-from rkif.adapters import lora_parameters  # noqa: E402
+import rkif.trainer
+from rkif.commands import train_t5 as train
+from rkif.adapters import lora_parameters
 
 model, data, order, out, fusions = sys.argv[1:6]
 original = rkif.trainer.RecurrentKIFTrainer.recurrent_step

@@ -13,14 +13,13 @@ import os
 import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, os.path.join(ROOT, "src"))
 
-import transformers  # noqa: E402
-from datasets import Dataset, load_dataset  # noqa: E402
-from peft import LoraConfig, PeftModel, get_peft_model  # noqa: E402
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq  # noqa: E402
+import transformers
+from datasets import Dataset, load_dataset
+from peft import LoraConfig, PeftModel, get_peft_model
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-from rkif.memory import build_memory_buffer  # noqa: E402 (equal to the released sampler: test_memory.py)
+from rkif.memory import build_memory_buffer  # equal to the released sampler: test_memory.py
 
 transformers.set_seed(42)  # the released script seeds at import, before anything else
 out, model_dir, data, order = sys.argv[1:5]

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import cli_args
-from finetune_KIF_t5lora import main
+from rkif.commands import finetune_t5_main as main
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

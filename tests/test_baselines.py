@@ -10,8 +10,9 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from conftest import TASKS, cli_args
-from finetune_KIF_t5lora import main
-from rkif.continual import adapter_dir, plan_task, run_dir
+from rkif.commands import finetune_t5_main as main
+from rkif.run_folders import adapter_dir, run_dir
+from rkif.task_plan import plan_task
 from rkif.methods import olora
 from rkif.seq2seq import tokenize_seq2seq
 
@@ -52,7 +53,9 @@ def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
 def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(tiny_t5, bench_dir, tmp_path):
     from rkif.methods import get_method
     from rkif.methods.setup import prepare_task_model
-    from rkif.training import train_and_save
+    from rkif.backbones import T5
+    from rkif.settings import TrainingSettings
+    from rkif.training import BatchShape, train_and_save
 
     out = str(tmp_path / "out")
     first, second, _ = run_cli(tiny_t5, bench_dir, out, "OLoRA", tasks=(0,))
@@ -66,10 +69,11 @@ def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(t
                                            task_type="SEQ_2_SEQ_LM", settings=settings)
     collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True, return_tensors="pt")
     trainer = train_and_save(plan=plan, model=model, features=lambda rs: tokenize_seq2seq(rs, tok, 128, 16),
-                             data_collator=collate, kif=None, settings={}, micro_batch_size=2,
-                             gradient_accumulation_steps=2, world_size=1, num_epochs=2, max_steps=-1,
-                             learning_rate=1e-2, warmup_steps=1, eval_steps=100, logging_steps=100, seed=42,
-                             resume_from_checkpoint=None, started=0.0, extra_loss=extra_loss)
+                             data_collator=collate, kif=None, settings={"seed": 42, "ewc_fisher": "per_example"},
+                             training=TrainingSettings(num_epochs=2, learning_rate=1e-2, warmup_steps=1,
+                                                       lr_scheduler_type="linear", eval_steps=100, logging_steps=100),
+                             batches=BatchShape(2, 2, 1), backbone=T5, resume_from_checkpoint=None, started=0.0,
+                             extra_loss=extra_loss)
     old, new = torch.load(os.path.join(first, "adapter_model.bin")), torch.load(os.path.join(second,
                                                                                             "adapter_model.bin"))
     config = json.load(open(os.path.join(second, "adapter_config.json")))
@@ -124,7 +128,7 @@ def test_other_seeds_get_their_own_folders(tiny_t5, bench_dir, tmp_path):
 def test_pipeline_runs_the_baselines_and_mtl_has_no_bwt(tiny_t5, bench_dir, tmp_path):
     import csv
 
-    from run_pipeline import run_order
+    from rkif.pipeline import run_order
 
     out = str(tmp_path / "out")
     summary = run_order(base_model=tiny_t5, dataset_id=os.path.join(bench_dir, "order.json"), methods="OLoRA,MTL",

@@ -9,11 +9,11 @@ import pytest
 from rouge_score import rouge_scorer
 
 from rkif.benchmark import convert_task, preprocess
-from rkif.continual import plan_task
+from rkif.task_plan import plan_task
 from rkif.errors import InputError
 from rkif.tasks import resolve_order, task_metrics
 from rkif.validate import summary_lines, validate_folder
-from run_pipeline import run_order
+from rkif.pipeline import run_order
 
 YELP_LABELS = ["very negative", "negative", "neutral", "positive", "very positive"]
 

@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from demo import learning_check, prepare
+from rkif.demo import learning_check, prepare
 from rkif.errors import InputError
 
 

@@ -9,7 +9,7 @@ from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM
 
 from conftest import TASKS, cli_args
-from finetune_KIF_t5lora import main
+from rkif.commands import finetune_t5_main as main
 
 @pytest.fixture(scope="module")
 def runs(tiny_t5, bench_dir, tmp_path_factory):

@@ -13,9 +13,9 @@ from rkif.adapters import lora_parameters
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from conftest import TASKS, cli_args
-from finetune_KIF_t5lora import main
+from rkif.commands import finetune_t5_main as main
 from rkif.causal import load_tokenizer, tokenize_causal
-from rkif.continual import adapter_dir
+from rkif.run_folders import adapter_dir
 from rkif.methods import ewc
 from rkif.seq2seq import tokenize_seq2seq
 

@@ -142,7 +142,7 @@ def test_kif_state_follows_each_parameters_device(tmp_path):
 
 
 def test_one_process_seeing_two_gpus_is_refused(tiny_t5, bench_dir, tmp_path, monkeypatch, capsys):
-    from finetune_KIF_t5lora import main
+    from rkif.commands import finetune_t5_main as main
 
     from conftest import cli_args
 
@@ -177,7 +177,7 @@ def test_load_8bit_refused_where_it_cannot_work(capability, version, precision, 
     import importlib.metadata
     import importlib.util
 
-    from finetune_KIF_llama import check_8bit
+    from rkif.backbones import check_8bit
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name == "bitsandbytes" else None)
     monkeypatch.setattr(importlib.metadata, "version", lambda name: version)
@@ -191,7 +191,7 @@ def test_load_8bit_accepted_before_hopper_with_an_old_bitsandbytes(monkeypatch):
     import importlib.metadata
     import importlib.util
 
-    from finetune_KIF_llama import check_8bit
+    from rkif.backbones import check_8bit
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object())
     monkeypatch.setattr(importlib.metadata, "version", lambda name: "0.41.1")
@@ -218,7 +218,7 @@ def test_resume_with_fewer_gpus_than_at_save_time_warns_and_goes_on(tmp_path, mo
 
 
 def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, bench_dir, tmp_path):
-    from rkif.continual import adapter_dir
+    from rkif.run_folders import adapter_dir
     from rkif.evaluation import run_generation
 
     out = str(tmp_path / "out")
@@ -248,16 +248,15 @@ def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, be
 def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_dir, tmp_path, monkeypatch):
     """bf16 is refused without a GPU for users; HF 4.28.1 trains bf16 on CPU (CPU autocast), so the
     tests reach the bf16 path of every method on both backbones over two tasks (MTL: once)."""
-    import finetune_KIF_llama
-    import finetune_KIF_t5lora
     import rkif.training
+    from rkif.commands import finetune_llama_main, finetune_t5_main
 
     from conftest import cli_args
 
     monkeypatch.setattr(rkif.training, "training_precision", lambda precision, backbone="llama": (False, True))
     out = str(tmp_path / "out")
     model = tiny_t5 if backbone == "t5" else tiny_llama
-    main = finetune_KIF_t5lora.main if backbone == "t5" else finetune_KIF_llama.main
+    main = finetune_t5_main if backbone == "t5" else finetune_llama_main
     extra = {} if backbone == "t5" else {"cutoff_len": 128}
     for t in ((2,) if method == "MTL" else (0, 1)):
         main(cli_args(model, bench_dir, out, t, method=method, val_set_size=0, num_epochs=1, precision="bf16",
@@ -275,9 +274,10 @@ def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_d
     skipped by the scaler, enters no importance and does not advance the separate outer schedule."""
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
 
-    from rkif.loop import KIFConfig
+    from rkif.settings import KIFConfig
     from rkif.seq2seq import tokenize_seq2seq
-    from rkif.trainer import FeatureList, RecurrentKIFTrainer
+    from rkif.loop import FeatureList
+    from rkif.trainer import RecurrentKIFTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     records = json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8]

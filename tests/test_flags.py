@@ -14,7 +14,8 @@ import pytest
 
 from conftest import cli_args
 from rkif.errors import InputError
-from rkif.flags import check_argv, check_base_model
+from rkif.command_line import check_argv
+from rkif.models import check_base_model
 from rkif.lora import parse_target_modules, resolve_target_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -195,9 +196,9 @@ def test_bad_training_flags_table(bench_dir, tiny_t5, tmp_path):
 def test_help_shows_the_flags_even_for_a_function_taking_any_flag(capsys):
     """--help (or -h) anywhere shows fire's help and exits 0; run_pipeline's run_order takes **train_flags,
     which fire would otherwise hand --help to as a training flag."""
-    from run_pipeline import TRAINING_FLAGS, run_order
+    from rkif.pipeline import TRAINING_FLAGS, run_order
 
-    from rkif.flags import run
+    from rkif.command_line import run
 
     for argv in (["--help"], ["--dataset_id", "4", "-h"]):
         with pytest.raises(SystemExit) as e:

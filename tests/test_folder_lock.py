@@ -92,7 +92,7 @@ def test_prediction_folder_has_one_writer(tiny_t5, bench_dir, tmp_path):
     pred_dir = os.path.join(out, f"{os.path.basename(tiny_t5)}lora_RKIF_dataset_id_order_avgPerf")
     p = holder(pred_dir)
     try:
-        from rkif.continual import adapter_dir
+        from rkif.run_folders import adapter_dir
 
         for t, task in enumerate(["weather", "sport", "food"]):
             d = adapter_dir(out, tiny_t5, "RKIF", "order", t, task)

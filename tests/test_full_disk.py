@@ -112,7 +112,7 @@ def test_full_disk_while_writing_predictions(tiny_t5, bench_dir, tmp_path):
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import AutoModelForSeq2SeqLM
 
-    from rkif.continual import adapter_dir
+    from rkif.run_folders import adapter_dir
 
     out = str(tmp_path / "out")
     model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(

@@ -1,8 +1,10 @@
+import math
+
 import numpy as np
 import pytest
 import torch
 
-from rkif.fusion import fuse, fusion_weights, global_mask, quantile_threshold
+from rkif.fusion import fuse, fusion_statistics, fusion_weights, global_mask, global_threshold, quantile_threshold
 
 
 def test_four_fusion_cases_entry_by_entry():
@@ -64,3 +66,28 @@ def test_quantile_rejects_bad_input():
         quantile_threshold(torch.tensor([]), 0.5)
     with pytest.raises(ValueError, match="quantile"):
         quantile_threshold(torch.ones(3), 1.5)
+
+
+def test_fusion_statistics_against_a_hand_made_fusion():
+    # two tensors, 10 entries: inner-only 3, outer-only 2, both 1, neither 4
+    inner = {"a": torch.tensor([1.0, 1.0, 1.0, 1.0, 0.0, 0.0]), "b": torch.tensor([0.0, 0.0, 0.0, 0.0])}
+    outer = {"a": torch.tensor([0.0, 0.0, 0.0, 1.0, 1.0, 0.0]), "b": torch.tensor([1.0, 0.0, 0.0, 0.0])}
+    d_in = {"a": torch.full((6,), 3.0), "b": torch.full((4,), -1.0)}
+    d_out = {"a": torch.full((6,), 0.5), "b": torch.full((4,), 2.0)}
+    stats = fusion_statistics(d_in, d_out, inner, outer)
+    assert stats["share_inner_only"] == 0.3 and stats["share_outer_only"] == 0.2
+    assert stats["share_both"] == 0.1 and stats["share_neither"] == 0.4
+    assert math.isclose(sum(v for k, v in stats.items() if k.startswith("share_")), 1.0)
+    assert stats["delta_in_norm"] == pytest.approx(math.sqrt(6 * 9 + 4 * 1))
+    assert stats["delta_out_norm"] == pytest.approx(math.sqrt(6 * 0.25 + 4 * 4))
+    # the shares are those of the weights the fusion applied: w_in = 1 / 0 / 0.4 / 0.5 per case
+    zeros = lambda d: {k: torch.zeros_like(v) for k, v in d.items()}  # noqa: E731
+    fused = fuse(zeros(d_in), d_in, zeros(d_out), inner, outer)
+    w_in = torch.cat([fused["a"] / 3.0, fused["b"] / -1.0])
+    assert [(w_in == w).float().mean().item() for w in (1.0, 0.0, 0.4, 0.5)] == pytest.approx([0.3, 0.2, 0.1, 0.4])
+    # threshold and mask agree
+    scores = {"a": torch.arange(6.0), "b": torch.arange(6.0, 10.0)}
+    tau = global_threshold(scores, 0.8)
+    assert float(tau) == pytest.approx(7.2)
+    assert global_mask(scores, 0.8, tau)["b"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    assert global_threshold({}, 0.8) is None

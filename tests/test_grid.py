@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from rkif.continual import adapter_dir, run_dir
+from rkif.run_folders import adapter_dir, run_dir
 from rkif.folder_lock import hold_folder
 from rkif.grid import plan_sequences, progress, sequence_hours, step_seconds_from_device_check
 from rkif.synthetic import write_synthetic_benchmark
@@ -92,7 +92,7 @@ def prediction_files(out):
 def test_slurm_elements_and_local_jobs_finish_the_plan_as_direct_pipeline_runs(tiny_t5, grid_bench, tmp_path):
     import torch
 
-    from run_pipeline import run_order
+    from rkif.pipeline import run_order
 
     out = str(tmp_path / "grid_out")
     grid("slurm", tiny_t5, grid_bench, out, *FAST, "--max_concurrent", "2", "--partition", "gpu",

@@ -10,9 +10,9 @@ from peft import TaskType
 from transformers import AutoModelForCausalLM
 
 from conftest import random_lora_adapter
-from finetune_KIF_llama import main as llama_main
+from rkif.commands import finetune_llama_main as llama_main
 from rkif.causal import alpaca_prompt, greedy_causal, load_causal_for_generation, load_tokenizer, tokenize_causal
-from run_pipeline import run_order
+from rkif.pipeline import run_order
 
 RECORD = {"id": "w_0", "instruction": "What is the weather? Choose one from the option. Option: sunny, rainy.\n",
           "input": "Text: bright day\n\nAnswer:", "output": "sunny"}

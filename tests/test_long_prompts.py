@@ -11,12 +11,14 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, TrainingArguments
 
 from conftest import random_lora_adapter
-from finetune_KIF_llama import main as llama_main
+from rkif.commands import finetune_llama_main as llama_main
 from rkif.causal import (ELLIPSIS, alpaca_prompt, causal_predictor_factory, greedy_causal, load_tokenizer,
                          long_prompt_counts, released_answer, shortened_input, tokenize_causal)
-from rkif.cli import evaluate, generate_t5
-from rkif.continual import adapter_dir
-from rkif.trainer import FeatureList, RecurrentKIFTrainer
+from rkif.commands import generate_avgperf_t5
+from rkif.scoring import evaluate
+from rkif.run_folders import adapter_dir
+from rkif.loop import FeatureList
+from rkif.trainer import RecurrentKIFTrainer
 
 LONG_INPUT = "Text: " + " ".join(["bright sunny day with clear sky"] * 12) + "\n\nAnswer:"
 SHORT = {"id": "s_0", "instruction": "What is the weather? Option: sunny, rainy.\n", "input": "Text: rain\n\nAnswer:",
@@ -251,7 +253,7 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
     import shutil
 
     shutil.copytree(out, out + "_cut")
-    whole_dir = generate_t5("avgPerf", output_path=out, **common)
+    whole_dir = generate_avgperf_t5(output_path=out, **common)
     info = json.load(open(os.path.join(whole_dir, "generation_info.json")))
     merged = model.merge_and_unload().eval()
     n_long = 0
@@ -269,7 +271,7 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
             expect = released_t5_answer(tok, merged.generate(**enc, max_length=8)[0])
         assert preds[r] == expect
     assert n_long > 0
-    cut_dir = generate_t5("avgPerf", output_path=out + "_cut", truncate_inputs=True, **{**common, "batch_size": 1})
+    cut_dir = generate_avgperf_t5(output_path=out + "_cut", truncate_inputs=True, **{**common, "batch_size": 1})
     test = json.load(open(os.path.join(bench_dir, "test", f"{tasks[0]}_T5.json")))
     preds = [json.loads(line)["pred"] for line in open(os.path.join(cut_dir, f"0-{tasks[0]}.jsonl"))]
     with torch.no_grad():

@@ -1,8 +1,8 @@
 import pytest
 
 from rkif.errors import InputError
-from rkif.metrics import accuracy, backward_transfer, check_complete, matrix_metrics, overall_performance, \
-    read_predictions
+from rkif.metrics import accuracy, backward_transfer, matrix_metrics, overall_performance
+from rkif.predictions import check_complete, read_predictions
 
 
 def test_accuracy_is_exact_match_after_strip_and_lower():

@@ -9,7 +9,7 @@ import shutil
 import torch
 
 from conftest import cli_args
-from finetune_KIF_t5lora import main
+from rkif.commands import finetune_t5_main as main
 from rkif.trainer import RecurrentKIFTrainer
 
 

@@ -1,6 +1,7 @@
 """patches/rkif_patch.py on a temporary copy of the installed transformers (never the real one)."""
 
 import hashlib
+import importlib.util
 import json
 import os
 import shutil
@@ -133,9 +134,17 @@ def test_ipt_score_needs_the_ema_coefficients():
         importance_settings(object())
 
 
+def released_comparison():
+    """scripts/compare_with_released.py as a module (a script, not part of the package)."""
+    spec = importlib.util.spec_from_file_location("compare_with_released",
+                                                  os.path.join(ROOT, "scripts", "compare_with_released.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 def test_compare_with_released_strips_only_the_state_dict_override():
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    from compare_with_released import strip_state_dict_override
+    strip_state_dict_override = released_comparison().strip_state_dict_override
 
     from rkif.errors import InputError
 
@@ -153,8 +162,7 @@ def test_compare_with_released_strips_only_the_state_dict_override():
 
 
 def test_compare_with_released_edits_each_released_construct_exactly_once():
-    sys.path.insert(0, os.path.join(ROOT, "scripts"))
-    from compare_with_released import edit_released
+    edit_released = released_comparison().edit_released
 
     from rkif.errors import InputError
 

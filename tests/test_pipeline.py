@@ -9,8 +9,8 @@ import pytest
 
 from conftest import TASKS
 from eval_avgPerf import main as eval_avgperf_main
-from run_pipeline import main as pipeline_main
-from run_pipeline import run_order
+from rkif.commands import pipeline_main
+from rkif.pipeline import run_order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(num_epochs=2, eval_steps=3, warmup_steps=1, batch_size=4, micro_batch_size=2, inner_iterations=2,

@@ -6,8 +6,8 @@ import os
 import pytest
 
 from conftest import TASKS, cli_args
-from finetune_KIF_t5lora import main
-from rkif.continual import adapter_dir
+from rkif.commands import finetune_t5_main as main
+from rkif.run_folders import adapter_dir
 from rkif.recipes import RKIF, apply_recipe, benchmark_of, recipe_values
 from rkif.tasks import TASK_ORDERS
 

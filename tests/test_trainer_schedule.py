@@ -4,35 +4,13 @@ import os
 
 import pytest
 import torch
-import transformers
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from rkif.adapters import lora_parameters, save_adapter_atomically
-from rkif.data import load_records, task_file
 from rkif.fusion import global_mask
-from rkif.seq2seq import tokenize_seq2seq
-from rkif.trainer import KIFConfig, RecurrentKIFTrainer
 
-
-def make_trainer(tiny_t5, bench_dir, tmp_path, *, memory=True, K=3, M=2, accumulation=1, micro=2, epochs=1,
-                 max_steps=-1, outer_optimizer="shared", warmup=0, save_steps=None, callbacks=None, **kif):
-    transformers.set_seed(0)
-    tok = AutoTokenizer.from_pretrained(tiny_t5)
-    model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
-        r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM))
-    feats = lambda task: tokenize_seq2seq(load_records(task_file(bench_dir, "train", task)), tok, 128, 16)  # noqa
-    args = transformers.TrainingArguments(
-        output_dir=str(tmp_path), per_device_train_batch_size=micro, gradient_accumulation_steps=accumulation,
-        num_train_epochs=epochs, max_steps=max_steps, learning_rate=1e-2, warmup_steps=warmup,
-        save_strategy="steps" if save_steps else "no", save_steps=save_steps or 500,
-        report_to="none", seed=0, logging_steps=1000, dataloader_pin_memory=False, disable_tqdm=True)
-    return RecurrentKIFTrainer(
-        model=model, args=args, train_dataset=feats("sport"), data_collator=DataCollatorForSeq2Seq(tok, padding=True),
-        callbacks=callbacks,
-        kif_config=KIFConfig(inner_iterations=K, outer_iterations=M, train_batch_size_outer=4,
-                             outer_optimizer=outer_optimizer, **kif),
-        memory_dataset=feats("weather")[:8] if memory else None)
+from trainers import make_trainer
 
 
 def test_outer_loop_runs_exactly_every_K_optimizer_steps(tiny_t5, bench_dir, tmp_path):
@@ -154,33 +132,8 @@ def test_saved_adapter_holds_every_lora_tensor_and_reloads_equal(tiny_t5, bench_
         assert torch.equal(reloaded_lora[n], p.detach())
 
 
-class StopAt(transformers.TrainerCallback):
-    def __init__(self, step):
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-
-
-def test_plain_lora_task_resumes_from_adapter_checkpoint_to_the_same_weights(tiny_t5, bench_dir, tmp_path):
-    whole = make_trainer(tiny_t5, bench_dir, tmp_path / "whole", memory=False, epochs=2)
-    whole.train()
-    cut = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", memory=False, epochs=2, save_steps=4,
-                       callbacks=[StopAt(8)])
-    cut.train()
-    assert cut.state.global_step == 8
-    assert sorted(os.listdir(tmp_path / "cut")) == ["checkpoint-4", "checkpoint-8"]
-    resumed = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", memory=False, epochs=2, save_steps=4)
-    resumed.train(resume_from_checkpoint=True)
-    assert resumed.state.global_step == whole.state.global_step == 24
-    a, b = lora_parameters(whole.model), lora_parameters(resumed.model)
-    for n in a:
-        assert torch.allclose(a[n], b[n], atol=1e-6), n
-
-
 def test_collating_never_grows_the_stored_features(tiny_t5):
-    from rkif.trainer import FeatureList
+    from rkif.loop import FeatureList
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True)
@@ -196,32 +149,23 @@ def test_collating_never_grows_the_stored_features(tiny_t5):
     assert len(plain[0]["labels"]) == 8
 
 
-@pytest.mark.parametrize("outer_optimizer", ["shared", "separate"])
-def test_rkif_task_killed_mid_cycle_resumes_to_the_same_adapter(tiny_t5, bench_dir, tmp_path, outer_optimizer):
-    kw = dict(K=3, M=2, epochs=2, outer_optimizer=outer_optimizer, warmup=2)
-    whole = make_trainer(tiny_t5, bench_dir, tmp_path / "whole", **kw)
-    whole.train()
-    cut = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", save_steps=5, callbacks=[StopAt(13)], **kw)
-    cut.train()
-    assert cut.state.global_step == 13
-    assert os.path.isfile(tmp_path / "cut" / "checkpoint-10" / "kif_state_0.pt")
-    # resumes from checkpoint-10: step 10 is one step into a K=3 cycle (anchor at the fusion of step 9)
-    resumed = make_trainer(tiny_t5, bench_dir, tmp_path / "cut", save_steps=5, **kw)
-    resumed.train(resume_from_checkpoint=True)
-    assert resumed.state.global_step == whole.state.global_step == 24
-    assert [h["global_step"] for h in resumed.kif_history] == [h["global_step"] for h in whole.kif_history]
-    assert [h["memory_indices"] for h in resumed.kif_history] == [h["memory_indices"] for h in whole.kif_history]
-    a, b = lora_parameters(whole.model), lora_parameters(resumed.model)
-    for n in a:
-        assert torch.equal(a[n], b[n]), n
-    for n, t in whole.inner_tracker.scores().items():
-        assert torch.equal(t, resumed.inner_tracker.scores()[n])
+def test_fusions_are_logged_for_tensorboard_and_kept_per_fusion(tiny_t5, bench_dir, tmp_path):
+    """With logging_steps = K every log line carries the fusion of that step; the history keeps each one."""
+    trainer = make_trainer(tiny_t5, bench_dir, tmp_path, K=3, M=2)
+    trainer.args.logging_steps = 3
+    trainer.train()
+    history = trainer.fusion_history()
+    assert [h["global_step"] for h in history] == [3, 6, 9, 12]
+    logged = [h for h in trainer.state.log_history if "kif/share_both" in h]
+    assert [h["step"] for h in logged] == [3, 6, 9, 12]
+    for line, fusion, raw in zip(logged, history, trainer.kif_history):
+        assert line["outer_loss"] == round(sum(raw["outer_losses"]) / 2, 4)
+        for key in ("share_inner_only", "share_outer_only", "share_both", "share_neither", "tau_inner", "tau_outer",
+                    "delta_in_norm", "delta_out_norm"):
+            assert line[f"kif/{key}"] == pytest.approx(fusion[key], rel=1e-5)
+        assert sum(fusion[k] for k in ("share_inner_only", "share_outer_only", "share_both", "share_neither")) \
+            == pytest.approx(1.0, abs=1e-5)
+        assert fusion["delta_in_norm"] > 0
+    # the outer steps use the inner optimizer at the scheduled learning rate, which is 0 at the last step
+    assert [f["delta_out_norm"] > 0 for f in history] == [True, True, True, False]
 
-
-def test_resume_refuses_a_checkpoint_without_kif_state(tiny_t5, bench_dir, tmp_path):
-    cut = make_trainer(tiny_t5, bench_dir, tmp_path / "run", K=3, save_steps=5, callbacks=[StopAt(6)])
-    cut.train()
-    os.remove(tmp_path / "run" / "checkpoint-5" / "kif_state_0.pt")
-    resumed = make_trainer(tiny_t5, bench_dir, tmp_path / "run", K=3, save_steps=5)
-    with pytest.raises(FileNotFoundError, match="kif_state_0.pt is missing"):
-        resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-5"))

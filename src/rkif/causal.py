@@ -161,7 +161,7 @@ def long_prompt_report(plan, tokenizer, cutoff_len, rule):
 def load_tokenizer(base_model, cache_dir=None):
     from transformers import LlamaTokenizer
 
-    from .flags import load_pretrained
+    from .models import load_pretrained
 
     tokenizer = load_pretrained(LlamaTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
     tokenizer.pad_token_id = PAD_ID
@@ -174,7 +174,7 @@ def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_
     import torch
     from transformers import AutoModelForCausalLM
 
-    from .flags import load_pretrained
+    from .models import load_pretrained
     from .numerics import assemble, generation_numerics
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -13,26 +13,15 @@ import os
 import sys
 
 from .adapters import adapter_exists
-from .continual import DEFAULT_SEED, adapter_dir, run_dir, run_name
-from .recipes import DEFAULT_RECIPE
+from .run_folders import DEFAULT_RECIPE, DEFAULT_SEED, adapter_dir, prediction_dir
 from .data import check_task_records, load_records, task_file
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
 from .generation import PARTIAL, write_predictions
-from .metrics import (RELEASED, backward_transfer, check_complete, check_released_order, matrix_metrics,
-                      missed_by_released_rule, overall_performance, read_predictions, score)
+from .metrics import backward_transfer, matrix_metrics, missed_by_released_rule, overall_performance, score
+from .predictions import RELEASED, check_complete, check_released_order, read_predictions
 
 KINDS = ("avgPerf", "bwt", "matrix")
-
-
-def prediction_dir(output_path, base_model, method, order_name, kind, model_name=None, seed=DEFAULT_SEED,
-                   recipe=DEFAULT_RECIPE):
-    """{output_path}/{model_name}_{method}_dataset_id_{id}[_recipe-{name}][_seed{n}]_{kind}; model_name defaults
-    to the base model's folder name + "lora", the released scripts' naming (their --model_name is that whole
-    prefix)."""
-    if model_name:
-        return os.path.join(output_path, run_name(model_name, method, order_name, seed, recipe) + f"_{kind}")
-    return run_dir(output_path, base_model, method, order_name, seed, recipe) + f"_{kind}"
 
 
 # Names a prediction file may have, in order of preference: ours, the released generators', older runs'.

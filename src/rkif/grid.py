@@ -13,7 +13,7 @@ import shlex
 import sys
 
 from .adapters import adapter_exists
-from .continual import adapter_dir, run_dir
+from .run_folders import adapter_dir, run_dir
 from .data import read_json
 from .errors import InputError
 from .evaluation import generation_jobs, prediction_dir, prediction_file

@@ -2,6 +2,8 @@
 
 import torch
 
+from .settings import KIFConfig
+
 
 def all_finite(tensors):
     """0-dim bool tensor: every entry of every tensor is finite. Computed on the first tensor's device
@@ -23,7 +25,7 @@ class ImportanceTracker:
     check and the counters stay on the device (the counters are read when a summary is written).
     """
 
-    def __init__(self, beta1=0.85, beta2=0.85):
+    def __init__(self, beta1=KIFConfig.beta1, beta2=KIFConfig.beta2):
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
         self.reset()

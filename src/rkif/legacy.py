@@ -10,7 +10,8 @@ rkif.loop.RecurrentKIFMixin, exactly as in rkif.trainer.RecurrentKIFTrainer.
 
 import os
 
-from .loop import KIFConfig, RecurrentKIFMixin
+from .loop import RecurrentKIFMixin
+from .settings import KIFConfig
 
 MODEL_INPUTS = ("input_ids", "attention_mask", "labels")
 
@@ -22,7 +23,7 @@ def memory_features(train_dataset_memory):
     return [{k: row[k] for k in MODEL_INPUTS if k in row} for row in train_dataset_memory]
 
 
-def importance_settings(ipt_score, quantile=0.8):
+def importance_settings(ipt_score, quantile=KIFConfig.quantile):
     """(beta1, beta2, quantile) from what the released scripts pass as ``ipt_score``.
 
     That is their own importance object (utils.lora_importance_bilevel.RankAllocator), which
@@ -30,7 +31,7 @@ def importance_settings(ipt_score, quantile=0.8):
     rkif ImportanceTracker has the betas). ``quantile`` is used where the object has none.
     """
     if ipt_score is None:
-        return 0.85, 0.85, quantile
+        return KIFConfig.beta1, KIFConfig.beta2, quantile
     missing = [a for a in ("beta1", "beta2") if not hasattr(ipt_score, a)]
     if missing:
         raise TypeError(f"ipt_score ({type(ipt_score).__name__}) has no {' and no '.join(missing)}: pass the "
@@ -40,14 +41,16 @@ def importance_settings(ipt_score, quantile=0.8):
 
 
 class KeywordAPIMixin(RecurrentKIFMixin):
-    def __init__(self, *args, train_dataset_memory=None, ipt_score=None, outer_lr=1e-3, empty_inner_score_flag=1,
-                 empty_outer_score_flag=0, outer_iterations=4, quantile=0.8, outer_optimizer="shared", **kwargs):
+    def __init__(self, *args, train_dataset_memory=None, ipt_score=None, outer_lr=KIFConfig.outer_lr,
+                 empty_inner_score_flag=KIFConfig.empty_inner_score_flag,
+                 empty_outer_score_flag=KIFConfig.empty_outer_score_flag, outer_iterations=KIFConfig.outer_iterations,
+                 quantile=KIFConfig.quantile, outer_optimizer=KIFConfig.outer_optimizer, **kwargs):
         training_args = kwargs.get("args", args[1] if len(args) > 1 else None)
         beta1, beta2, quantile = importance_settings(ipt_score, quantile)
         config = KIFConfig(
-            inner_iterations=getattr(training_args, "inner_iterations", 8),
+            inner_iterations=getattr(training_args, "inner_iterations", KIFConfig.inner_iterations),
             outer_iterations=outer_iterations,
-            train_batch_size_outer=getattr(training_args, "train_batch_size_outer", 8),
+            train_batch_size_outer=getattr(training_args, "train_batch_size_outer", KIFConfig.train_batch_size_outer),
             quantile=quantile, beta1=beta1, beta2=beta2,
             empty_inner_score_flag=bool(empty_inner_score_flag), empty_outer_score_flag=bool(empty_outer_score_flag),
             outer_optimizer=outer_optimizer, outer_lr=outer_lr)

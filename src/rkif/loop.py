@@ -1,4 +1,4 @@
-"""The Recurrent-KIF inner/outer loop (design doc section 4) as a mixin for transformers.Trainer.
+"""The Recurrent-KIF inner/outer loop (docs/design.md, section 4) as a mixin for transformers.Trainer.
 
 It is a mixin, importing nothing from transformers.trainer, so that both the Trainer subclass
 (rkif.trainer) and the patched transformers.Trainer of patches/ use this one implementation.
@@ -17,7 +17,7 @@ import contextlib
 import hashlib
 import os
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 
 import torch
 from transformers.optimization import get_linear_schedule_with_warmup
@@ -29,8 +29,8 @@ from .fusion import fuse, fusion_statistics, global_mask, global_threshold
 from .importance import ImportanceTracker
 from .plain_data import load_plain
 from .sampling import memory_batch_indices
+from .settings import KIFConfig
 
-OUTER_OPTIMIZERS = ("shared", "separate")
 KIF_STATE = "kif_state_{}.pt"  # one per rank: under DDP the memory sampler differs between ranks
 
 
@@ -50,36 +50,6 @@ class FeatureList(torch.utils.data.Dataset):
 
     def __getitem__(self, i):
         return dict(self.features[i])
-
-
-@dataclass
-class KIFConfig:
-    inner_iterations: int = 8  # K: fuse every K optimizer steps
-    outer_iterations: int = 4  # M: outer steps on memory batches per fusion
-    train_batch_size_outer: int = 8  # B_out
-    quantile: float = 0.8
-    beta1: float = 0.85
-    beta2: float = 0.85
-    empty_inner_score_flag: bool = True
-    empty_outer_score_flag: bool = False
-    outer_optimizer: str = "shared"  # released: the inner optimizer; "separate": own AdamW at outer_lr
-    outer_lr: float = 1e-3
-    outer_micro_batch_size: int = 0  # 0: the memory batch in one forward/backward (released); else chunks
-
-    def __post_init__(self):
-        for name in ("inner_iterations", "outer_iterations", "train_batch_size_outer"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
-        if not 0.0 <= float(self.quantile) <= 1.0:
-            raise ValueError(f"--quantile must be in [0, 1], got {self.quantile!r}")
-        for name in ("beta1", "beta2"):
-            if not 0.0 <= float(getattr(self, name)) < 1.0:
-                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)!r}")
-        if int(self.outer_micro_batch_size) < 0:
-            raise ValueError(f"--outer_micro_batch_size must be >= 0 (0: the whole memory batch at once), got "
-                             f"{self.outer_micro_batch_size!r}")
-        if self.outer_optimizer not in OUTER_OPTIMIZERS:
-            raise ValueError(f"--outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}")
 
 
 class RecurrentKIFMixin(AdapterCheckpointMixin):

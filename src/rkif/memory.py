@@ -1,4 +1,4 @@
-"""Replay memory (design doc section 3) and the validation set, drawn as the released scripts draw them."""
+"""Replay memory (docs/design.md, section 3) and the validation set, drawn as the released scripts draw them."""
 
 import random
 

@@ -1,87 +1,18 @@
-"""Accuracy, OP, BWT and forgetting (design doc section 5), and reading prediction files.
+"""Accuracy, OP, BWT and forgetting (docs/design.md, section 5), and the metrics files.
 
-Prediction files are read as data, never executed: JSON lines {"id", "gold", "pred"}, or the
-released `id|||gold|||['pred']` lines, whose last field is parsed with ast.literal_eval. Released
-lines are scored with the released rule (see ``is_correct``), so that OP and BWT of a released
-folder are what the released eval scripts print.
+Rows come from rkif.predictions. Released-format rows are scored with the released rule (see
+``is_correct``), so that OP and BWT of a released folder are what the released eval scripts print.
 """
 
-import ast
 import csv
 import json
 import os
 
-from .errors import InputError
-
-SEP = "|||"
-RELEASED = "released"  # the "format" of a row read from a released id|||gold|||['pred'] line
+from .predictions import RELEASED
 
 
 def normalize(text):
     return text.strip().lower()
-
-
-def read_predictions(path):
-    """[{"id", "gold", "pred"}] from a .jsonl file or a released-format text file."""
-    if not os.path.isfile(path):
-        raise InputError(f"{path}: prediction file not found (run the generation step first)")
-    rows = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            rows.append(_parse_line(line.rstrip("\n"), path, n))
-    return rows
-
-
-def _parse_line(line, path, n):
-    if line.startswith("{"):
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise InputError(f"{path}:{n}: not a JSON line ({e.msg})") from None
-        if not all(isinstance(row.get(k), str) for k in ("id", "gold", "pred")):
-            raise InputError(f"{path}:{n}: a prediction line needs string fields id, gold and pred")
-        return row
-    parts = line.split(SEP)
-    if len(parts) < 3:
-        raise InputError(f"{path}:{n}: expected a JSON line or 'id|||gold|||[pred]', got {line[:80]!r}")
-    # as the released eval: the id is the first field, the prediction the last
-    ident, gold, pred = parts[0], SEP.join(parts[1:-1]), parts[-1]
-    try:
-        value = ast.literal_eval(pred)
-    except (ValueError, SyntaxError):
-        value = pred  # a bare prediction string
-    if isinstance(value, (list, tuple)):
-        value = value[0] if value else ""
-    return {"id": ident, "gold": gold, "pred": str(value), "format": RELEASED}
-
-
-def check_complete(rows, test_records, path):
-    """The prediction ids must be exactly the test split's ids, each once."""
-    ids = [r["id"] for r in rows]
-    expected = [r["id"] for r in test_records]
-    seen = set()
-    dupes = {i for i in ids if i in seen or seen.add(i)}
-    if dupes:
-        raise InputError(f"{path}: duplicate ids, e.g. {sorted(dupes)[:3]}")
-    unknown = set(ids) - set(expected)
-    if unknown:
-        raise InputError(f"{path}: {len(unknown)} ids not in the test split, e.g. {sorted(unknown)[:3]}")
-    missing = set(expected) - set(ids)
-    if missing:
-        raise InputError(
-            f"{path}: incomplete, {len(rows)} of {len(expected)} test examples predicted "
-            f"(missing e.g. {sorted(missing)[:3]}); rerun generation to finish it"
-        )
-
-
-def check_released_order(rows, test_records, path):
-    """Released-format lines follow the test split's order, as the released eval requires."""
-    for n, (row, record) in enumerate(zip(rows, test_records), 1):
-        if row["id"] != record["id"]:
-            raise InputError(f"{path}: prediction {n} has id {row['id']!r} where the test split has "
-                             f"{record['id']!r}; released-format files follow the test split's order")
 
 
 def is_correct(row):
@@ -165,32 +96,3 @@ def write_report(prefix, rows, summary):
                 writer.writerow([k, v])
     os.replace(prefix + ".json.tmp", prefix + ".json")
     os.replace(prefix + ".csv.tmp", prefix + ".csv")
-
-
-def plot_matrices(panels, tasks, path):
-    """Heatmaps of R[t][i] (row: after training task t, column: evaluated on task i), one panel per
-    (R, title) in ``panels``, side by side, saved as a PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    import numpy as np
-
-    T = len(tasks)
-    fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (1.6 + 0.7 * T), 1.4 + 0.6 * T), squeeze=False)
-    for ax, (R, title) in zip(axes[0], panels):
-        grid = np.full((T, T), np.nan)
-        for t in range(T):
-            for i in range(t + 1):
-                grid[t, i] = R[t][i]
-                ax.text(i, t, f"{R[t][i]:.2f}", ha="center", va="center",
-                        color="white" if R[t][i] < 0.6 else "black", fontsize=8)
-        im = ax.imshow(grid, vmin=0, vmax=1, cmap="viridis")
-        ax.set_xticks(range(T), [f"{i}-{n}" for i, n in enumerate(tasks)], rotation=45, ha="right")
-        ax.set_yticks(range(T), [f"after {t}" for t in range(T)])
-        ax.set_xlabel("evaluated on task")
-        ax.set_title(title, fontsize=9)
-    fig.subplots_adjust(wspace=0.45)
-    fig.colorbar(im, ax=list(axes[0]), fraction=0.03)
-    fig.savefig(path, dpi=120, bbox_inches="tight")
-    plt.close(fig)

@@ -20,10 +20,11 @@ dropout 0.1 (run_uie_lora.py), no evaluation, the final model kept. Its penalty 
 """
 
 from .errors import InputError
+from .settings import RunSettings
 from .tasks import TASK_ORDERS, check_task_id
 
 RECIPE_NAMES = ("rkif", "olora")
-DEFAULT_RECIPE = "rkif"
+DEFAULT_RECIPE = RunSettings.recipe
 
 # Every flag a recipe sets, per backbone; the training scripts default these flags to None
 # ("the recipe's value"), so this table is their one declaration.

@@ -1,4 +1,4 @@
-"""The released recipe's random draws, reproduced draw for draw (design doc section 3).
+"""The released recipe's random draws, reproduced draw for draw (docs/design.md, section 3).
 
 The released scripts shuffle with ``datasets.Dataset.shuffle`` and draw memory batches from a
 fresh ``torch.utils.data.RandomSampler``; which examples are used, and the state the global

@@ -18,7 +18,7 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
-    from .flags import load_pretrained
+    from .models import load_pretrained
     from .numerics import assemble, generation_numerics
 
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -1,4 +1,4 @@
-"""Task orders of the benchmark (design doc section 1) and custom benchmarks described in a JSON file."""
+"""Task orders of the benchmark (docs/design.md, section 1) and custom benchmarks described in a JSON file."""
 
 import os
 import sys

@@ -139,6 +139,6 @@ def main(out_dir, data_dir=None, arch="t5", vocab_size=384, d_model=64, d_ff=128
 
 
 if __name__ == "__main__":
-    from .flags import run
+    from .command_line import run
 
     run(main)

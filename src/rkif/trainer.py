@@ -7,7 +7,7 @@ uses the same mixin.
 from transformers import trainer as _hf_trainer
 from transformers.modeling_utils import unwrap_model
 
-from .loop import KIF_STATE, OUTER_OPTIMIZERS, FeatureList, KIFConfig, RecurrentKIFMixin  # noqa: F401
+from .loop import RecurrentKIFMixin
 
 # Under the patched install transformers.Trainer is already the keyword-API class built on this
 # mixin; the subclass builds on the original Trainer either way.

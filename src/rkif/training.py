@@ -1,19 +1,107 @@
-"""Backbone-independent training of one task: arguments, Trainer, adapter and run_info.json.
+"""Training one task, for either backbone: the command line, the checks, the Trainer run, the saved adapter.
 
-The per-backbone scripts load the model and tokenizer and turn records into features; the
-rest (batch arithmetic, Trainer settings of the released recipe, saving) is here, once.
+    train = training_command(T5)     # what src/finetune_KIF_t5lora.py runs (rkif.commands)
+
+training_command builds the command from the declared settings (rkif.settings); train_task is the
+one skeleton both backbones go through: recipe, checks, task plan, folder lock, resume, model
+(rkif.backbones), LoRA and the method's setup, then train_and_save, which holds the Trainer
+settings of the released recipe and writes the adapter with its run_info.json.
 """
 
 import os
 import shutil
 import signal
 import sys
+import time
+from dataclasses import dataclass
 
+from .adapters import adapter_exists
+from .command_line import in_range, non_negative, positive
+from .task_plan import plan_task
 from .errors import InputError, write_failed
-from .flags import check_base_model, in_range, non_negative, positive
+from .folder_lock import hold_folder
+from .lora import parse_target_modules
+from .methods import get_method
 from .methods.ewc import FISHER_ESTIMATES
+from .models import check_base_model, check_tf32, training_precision
+from .recipes import apply_recipe
+from .settings import (KIFConfig, LoRASettings, MethodSettings, RunSettings, TrainingSettings, command, pick)
+from .tasks import resolve_order
 
-PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+
+def training_command(backbone):
+    """The training script of a backbone: every declared training setting is a flag."""
+    return command(lambda values: train_task(backbone, values),
+                   (RunSettings, MethodSettings, KIFConfig, TrainingSettings, LoRASettings, backbone.settings),
+                   name="train", defaults=backbone.training_defaults,
+                   doc=f"Continual {backbone.title} fine-tuning: one task of one order per call.")
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    micro_batch_size: int  # per device and forward/backward
+    accumulation: int  # gradient accumulation steps per rank
+    world_size: int  # ranks
+
+
+def train_task(backbone, values):
+    """Train values["task_id"] of the order with the backbone; values: every flag of training_command."""
+    started = time.time()
+    settings, recipe_record = apply_recipe(values, backbone.name, resolve_order(values["dataset_id"])[1])
+    check_training_flags(settings)
+    world_size = int(os.environ.get("WORLD_SIZE", 1))
+    set_up_devices(world_size)
+    backbone.check(settings)
+    training = pick(TrainingSettings, settings)
+    lora = pick(LoRASettings, settings)
+    fp16, bf16 = training_precision(training.precision, backbone.name)  # refused before anything is loaded
+    batches = BatchShape(training.micro_batch_size,
+                         gradient_accumulation(training.batch_size, training.micro_batch_size, world_size), world_size)
+    target_modules = parse_target_modules(lora.lora_target_modules)
+    try:
+        kif = pick(KIFConfig, settings)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    run = pick(RunSettings, settings)
+    plan = plan_task(method_name=run.method_name, dataset_id=run.dataset_id, task_id=training.task_id,
+                     data_dir=run.data_dir, output_path=run.output_path, base_model=run.base_model,
+                     memory_data_ratio=settings["memory_data_ratio"], val_set_size=training.val_set_size,
+                     seed=run.seed, recipe=run.recipe, suffix=backbone.file_suffix, fields=backbone.train_fields)
+    if plan.nothing_to_do:
+        print(plan.nothing_to_do)
+        return
+    # one process per task folder, from before the checkpoints are read until the adapter is saved
+    with hold_folder(plan.output_dir):
+        if adapter_exists(plan.output_dir):  # finished by the process that held the folder before us
+            print(f"nothing to do: {plan.output_dir} holds the finished adapter of task {training.task_id}")
+            return
+        resume = resolve_resume(training.resume_from_checkpoint, plan.output_dir)
+        print_settings(f"Training {backbone.title} with", settings, plan, batches)
+
+        import transformers
+        from peft import TaskType
+        from transformers import DataCollatorForSeq2Seq
+
+        from .methods.setup import prepare_task_model
+
+        transformers.set_seed(run.seed)
+        model, tokenizer = backbone.load(settings, fp16, bf16)
+        model, extra_loss = prepare_task_model(
+            get_method(run.method_name), model, plan, r=lora.lora_r, alpha=lora.lora_alpha,
+            dropout=lora.lora_dropout, target_modules=target_modules, task_type=getattr(TaskType, backbone.task_type),
+            settings=settings)
+        backbone.finish(model, tokenizer)
+        if int(os.environ.get("LOCAL_RANK", 0)) == 0:
+            model.print_trainable_parameters()
+        report = backbone.report(plan, tokenizer, settings)
+        train_and_save(
+            plan=plan, model=model, kif=kif, training=training, batches=batches, settings=settings, backbone=backbone,
+            features=backbone.features(tokenizer, settings),
+            data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
+            resume_from_checkpoint=resume, started=started, extra_loss=extra_loss,
+            run_info_extra={**report, "recipe": recipe_record})
+
+
 LR_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 
 
@@ -82,7 +170,7 @@ def set_up_devices(world_size):
         raise InputError(
             f"this process sees {n} GPUs (CUDA_VISIBLE_DEVICES={os.environ.get('CUDA_VISIBLE_DEVICES', 'unset')}) and "
             f"the Trainer would run it as DataParallel, multiplying the effective batch by {n} silently; run one "
-            f"process per GPU with torchrun --nproc_per_node {n} (see \"Several GPUs\"), or give it one GPU with "
+            f"process per GPU with torchrun --nproc_per_node {n} (see docs/operations.md), or give it one GPU with "
             "CUDA_VISIBLE_DEVICES (the grid scripts' GPU=)")
 
 
@@ -127,42 +215,8 @@ def checked_plain(checkpoint):
     return checkpoint
 
 
-def kif_config(settings):
-    """KIFConfig from a training script's flags (the released names; the flags 0/1 become booleans)."""
-    from dataclasses import fields
-
-    from .loop import KIFConfig
-
-    values = {f.name: settings[f.name] for f in fields(KIFConfig)}
-    for flag in ("empty_inner_score_flag", "empty_outer_score_flag"):
-        values[flag] = bool(values[flag])
-    try:
-        return KIFConfig(**values)
-    except ValueError as e:
-        raise InputError(str(e)) from None
 
 
-def training_precision(precision, backbone="llama"):
-    """(fp16, bf16) Trainer flags. auto (LLaMA): fp32 on CPU; bf16 on a GPU that has it, else fp16.
-    T5 takes fp32 (the released recipe) or bf16: its activations overflow float16."""
-    import torch
-
-    if backbone == "t5" and precision in ("fp16", "auto"):
-        raise InputError(f"--precision {precision}: T5 overflows in float16 (its activations exceed the fp16 "
-                         "range); use fp32 (default) or, on a GPU with bfloat16, bf16")
-    choices = PRECISIONS if backbone == "llama" else ("fp32", "bf16")
-    if precision not in choices:
-        raise InputError(f"--precision must be one of {choices}, got {precision!r}")
-    if precision == "auto":
-        if not torch.cuda.is_available():
-            return False, False
-        return (False, True) if torch.cuda.is_bf16_supported() else (True, False)
-    if precision != "fp32" and not torch.cuda.is_available():
-        raise InputError(f"--precision {precision} needs a GPU; on CPU use fp32" + (" (or auto)" if backbone == "llama"
-                                                                                    else ""))
-    if precision == "bf16" and not torch.cuda.is_bf16_supported():
-        raise InputError("--precision bf16: this GPU has no bfloat16 support; use fp32")
-    return precision == "fp16", precision == "bf16"
 
 
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
@@ -186,39 +240,32 @@ def parse_report_to(value):
     return names
 
 
-def check_tf32(tf32):
-    import torch
-
-    if tf32 and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
-        raise InputError("--tf32 needs an NVIDIA GPU of the Ampere generation or newer (compute capability 8+)")
 
 
-def train_and_save(*, plan, model, features, data_collator, kif, settings, micro_batch_size,
-                   gradient_accumulation_steps, world_size, num_epochs, max_steps, learning_rate, warmup_steps,
-                   lr_scheduler_type="linear",
-                   eval_steps, logging_steps, seed, resume_from_checkpoint, started, precision="fp32",
-                   group_by_length=False, eval_batch_size=8, backbone="t5", tf32=False, report_to="none",
-                   extra_loss=None, run_info_extra=None, gradient_checkpointing=False):
+def train_and_save(*, plan, model, features, data_collator, kif, training, batches, settings, backbone,
+                   resume_from_checkpoint, started, extra_loss=None, run_info_extra=None):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
-    features: list of records -> list of tokenized features (what data_collator takes).
-    extra_loss: the method's extra loss term, callable(model), added to the training loss.
-    run_info_extra: more entries for run_info.json (the backbone's own reports).
+    training: TrainingSettings (recipe values filled in); batches: BatchShape; settings: every flag's value,
+    as run_info.json records them. features: list of records -> list of tokenized features (what
+    data_collator takes). extra_loss: the method's extra loss term, callable(model), added to the
+    training loss. run_info_extra: more entries for run_info.json (the backbone's own reports).
     """
     import torch
     import transformers
 
     from .adapters import save_adapter_atomically
     from .checkpoints import resume_hint
-    from .continual import run_info_json
-    from .methods import get_method
     from .methods.setup import end_of_task_files
+    from .run_info import run_info_json
     from .sampling import shuffled_like_released
-    from .trainer import FeatureList, RecurrentKIFTrainer
+    from .loop import FeatureList
+    from .trainer import RecurrentKIFTrainer
 
-    fp16, bf16 = training_precision(precision, backbone)
+    fp16, bf16 = training_precision(training.precision, backbone.name)
     # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
     # backend named explicitly; with GPUs it initialises NCCL itself.
+    world_size = batches.world_size
     cpu_ddp = world_size > 1 and not torch.cuda.is_available()
     # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,
     # seeded by set_seed before the model was loaded), before the Trainer's own sampler.
@@ -228,39 +275,39 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
     validate = len(plan.validation) > 0
     args = transformers.TrainingArguments(
         output_dir=plan.output_dir,
-        per_device_train_batch_size=micro_batch_size,
-        per_device_eval_batch_size=eval_batch_size,  # the Trainer's default 8, as released
-        gradient_accumulation_steps=gradient_accumulation_steps,
-        num_train_epochs=num_epochs,
-        max_steps=max_steps,
-        learning_rate=learning_rate,
-        lr_scheduler_type=lr_scheduler_type,
-        warmup_steps=warmup_steps,
+        per_device_train_batch_size=batches.micro_batch_size,
+        per_device_eval_batch_size=training.eval_batch_size,  # the Trainer's default 8, as released
+        gradient_accumulation_steps=batches.accumulation,
+        num_train_epochs=training.num_epochs,
+        max_steps=training.max_steps,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.lr_scheduler_type,
+        warmup_steps=training.warmup_steps,
         weight_decay=0.0,
         max_grad_norm=1.0,
         optim="adamw_torch",
         fp16=fp16,
         bf16=bf16,
-        logging_steps=logging_steps,
+        logging_steps=training.logging_steps,
         evaluation_strategy="steps" if validate else "no",
-        eval_steps=eval_steps if validate else None,
+        eval_steps=training.eval_steps if validate else None,
         save_strategy="steps",
-        save_steps=eval_steps,
+        save_steps=training.eval_steps,
         save_total_limit=2,
         load_best_model_at_end=validate,
         metric_for_best_model="eval_loss" if validate else None,
         greater_is_better=False if validate else None,
-        group_by_length=group_by_length,
-        gradient_checkpointing=gradient_checkpointing,
+        group_by_length=training.group_by_length,
+        gradient_checkpointing=training.gradient_checkpointing,
         ddp_find_unused_parameters=False if world_size > 1 else None,
         no_cuda=cpu_ddp,
         xpu_backend="gloo" if cpu_ddp else None,
-        report_to=parse_report_to(report_to) or "none",
-        tf32=tf32 or None,
+        report_to=parse_report_to(training.report_to) or "none",
+        tf32=training.tf32 or None,
         dataloader_pin_memory=torch.cuda.is_available(),
-        seed=seed,
+        seed=settings["seed"],
     )
-    if gradient_checkpointing:
+    if training.gradient_checkpointing:
         # the base is frozen: without inputs that require grad, a checkpointed block would hand its
         # LoRA weights no gradient
         model.enable_input_require_grads()
@@ -296,8 +343,8 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
 
     if trainer.args.should_save:
         info = run_info_json(
-            settings, world_size=world_size, micro_batch_size=micro_batch_size,
-            gradient_accumulation_steps=gradient_accumulation_steps, started=started,
+            settings, world_size=world_size, micro_batch_size=batches.micro_batch_size,
+            gradient_accumulation_steps=batches.accumulation, started=started,
             extra={"task": plan.task, "order": plan.tasks, "previous_adapter": plan.previous_adapter,
                    "precision": {"fp16": fp16, "bf16": bf16},
                    "num_train_examples": len(train_data), "num_validation_examples": len(plan.validation),
@@ -308,8 +355,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, settings, micro
                    "peak_host_memory_gib": peak_host_memory_gib(),
                    **(run_info_extra or {})},
         )
-        extra = end_of_task_files(method, trainer, plan, train_features, micro_batch_size,
-                                  settings.get("ewc_fisher", "per_example"))
+        extra = end_of_task_files(method, trainer, plan, train_features, batches.micro_batch_size, settings["ewc_fisher"])
         try:
             save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
         except (OSError, RuntimeError) as e:
@@ -346,11 +392,12 @@ def _clear_stale_checkpoints(output_dir, should_save):
             shutil.rmtree(path)
 
 
-def print_settings(title, settings, plan, micro_batch_size, gradient_accumulation_steps, world_size):
+def print_settings(title, settings, plan, batches):
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
         return
     print(f"{title}:\n" + "\n".join(f"  {k}: {v}" for k, v in settings.items()))
     print(f"  task: {plan.task_id}-{plan.task} of order {plan.order_name} {plan.tasks}")
     print(f"  train examples: {len(plan.train)}, memory: {len(plan.memory)}, validation: {len(plan.validation)}")
-    print(f"  effective batch: {micro_batch_size} x {gradient_accumulation_steps} accumulation x {world_size} ranks")
+    print(f"  effective batch: {batches.micro_batch_size} x {batches.accumulation} accumulation x "
+          f"{batches.world_size} ranks")
     print(f"  previous adapter: {plan.previous_adapter}\n  output: {plan.output_dir}")

@@ -19,14 +19,6 @@ class Method:
     branches: bool = False  # a new frozen-old LoRA branch per task (O-LoRA, IncLoRA)
     ewc: bool = False
 
-    @property
-    def has_bwt(self):
-        return self.sequential
-
-
-# EWC's penalty weight (per-example Fisher), from scripts/sweep_ewc_lambda.py on the demo (docs/baselines.md)
-EWC_LAMBDA = 10000.0
-
 METHODS = {m.name: m for m in (
     Method("RKIF", memory="outer"),
     Method("SeqLoRA"),

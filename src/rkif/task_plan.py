@@ -1,44 +1,19 @@
-"""Backbone-independent wiring of one continual-learning task: which data, which adapters, where."""
+"""One continual-learning task, planned before anything is written: its data, memory, validation set,
+the adapter it starts from and the folder it writes."""
 
-import json
 import os
-import platform
-import subprocess
-import time
 from dataclasses import dataclass, field
 
 from .adapters import adapter_exists
 from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .memory import build_memory_buffer, validation_set
-from .plain_data import check_plain
 from .methods import get_method
-from .recipes import DEFAULT_RECIPE
+from .plain_data import check_plain
+from .run_folders import DEFAULT_RECIPE, adapter_dir
 from .tasks import check_task_id, resolve_order, task_metrics
 
 VAL_PER_TASK = 25  # fixed in the released recipe; val_set_size only switches validation on or off
-DEFAULT_SEED = 42  # runs with another seed get their own folders (suffix _seed{n})
-
-
-def run_name(model_name, method, order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
-    """{model_name}_{method}_dataset_id_{order}, plus _recipe-{name} for a recipe other than rkif and
-    _seed{n} for a seed other than 42 (the released names stay as they were)."""
-    return f"{model_name}_{method}_dataset_id_{order_name}{run_suffix(seed, recipe)}"
-
-
-def run_suffix(seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
-    return (("" if (recipe or DEFAULT_RECIPE) == DEFAULT_RECIPE else f"_recipe-{recipe}")
-            + ("" if int(seed) == DEFAULT_SEED else f"_seed{int(seed)}"))
-
-
-def run_dir(output_path, base_model, method, order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
-    model_name = os.path.basename(os.path.normpath(base_model)) + "lora"
-    return os.path.join(output_path, run_name(model_name, method, order_name, seed, recipe))
-
-
-def adapter_dir(output_path, base_model, method, order_name, task_id, task, seed=DEFAULT_SEED,
-                recipe=DEFAULT_RECIPE):
-    return os.path.join(run_dir(output_path, base_model, method, order_name, seed, recipe), f"{task_id}-{task}")
 
 
 @dataclass
@@ -115,49 +90,3 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
     return plan
 
 
-def library_versions():
-    import accelerate
-    import datasets
-    import peft
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "datasets": datasets.__version__, "accelerate": accelerate.__version__}
-
-
-def git_commit():
-    here = os.path.dirname(os.path.abspath(__file__))
-    try:
-        out = subprocess.run(["git", "-C", here, "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if out.returncode != 0:
-        return None
-    dirty = subprocess.run(["git", "-C", here, "status", "--porcelain", "--untracked-files=no"],
-                           capture_output=True, text=True, timeout=10).stdout.strip()
-    return out.stdout.strip() + ("-dirty" if dirty else "")
-
-
-def device_name():
-    import torch
-
-    if torch.cuda.is_available():
-        return torch.cuda.get_device_name(0)
-    return "cpu"
-
-
-def run_info_json(settings, *, world_size, micro_batch_size, gradient_accumulation_steps, started, extra):
-    info = {
-        "settings": settings,
-        "versions": library_versions(),
-        "device": device_name(),
-        "world_size": world_size,
-        "micro_batch_size": micro_batch_size,
-        "gradient_accumulation_steps": gradient_accumulation_steps,
-        "effective_batch_size": micro_batch_size * gradient_accumulation_steps * world_size,
-        "git_commit": git_commit(),
-        "wall_time_s": round(time.time() - started, 3),
-        **extra,
-    }
-    return json.dumps(info, indent=2, default=str)

@@ -1,4 +1,4 @@
-"""Command lines: every script's flags are checked before anything runs.
+"""The command-line runner: every script's flags are checked before anything runs.
 
 fire only complains about an argument it could not use after the function has returned,
 so a misspelled flag used to train a whole task with the default value. ``run`` checks the
@@ -128,35 +128,3 @@ def in_range(flag, value, low, high, high_open=False):
     _number(flag, value, False)
     if not (low <= value < high if high_open else low <= value <= high):
         raise InputError(f"--{flag}: must be in [{low}, {high}{')' if high_open else ']'}, got {value}")
-
-
-def _looks_like_path(text):
-    first = text.replace("\\", "/").split("/")[0]
-    return (text.startswith(("/", ".", "~")) or text.count("/") > 1 or "\\" in text
-            or (first != text and os.path.isdir(first)))
-
-
-def check_base_model(base_model, flag="base_model"):
-    """A local model folder with a config.json, or a hub id where downloads are possible."""
-    if not base_model:
-        raise InputError(f"--{flag}: required (a model folder saved with save_pretrained, e.g. /models/t5-large)")
-    if os.path.isdir(base_model):
-        if not os.path.isfile(os.path.join(base_model, "config.json")):
-            raise InputError(f"--{flag}: folder {base_model} holds no config.json; expected a model folder "
-                             "saved with save_pretrained")
-        return
-    if _looks_like_path(base_model):
-        raise InputError(f"--{flag}: folder {base_model} does not exist")
-    offline = [v for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE") if os.environ.get(v, "0") not in ("", "0")]
-    if offline:
-        raise InputError(f"--{flag}: {base_model} is not a local folder, and as a hub id it cannot be downloaded "
-                         f"({offline[0]} is set); give a model folder")
-
-
-def load_pretrained(load, base_model, flag="base_model", **kwargs):
-    """``load(base_model, **kwargs)`` (a from_pretrained); a model that cannot be loaded is an InputError."""
-    try:
-        return load(base_model, **kwargs)
-    except (OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise InputError(f"--{flag}: could not load {base_model}: {first}") from None

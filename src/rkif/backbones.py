@@ -1,0 +1,169 @@
+"""The two backbones, each as a small description: how to load it, turn records into features, and
+generate. The training skeleton (rkif.training) and the generation entry (rkif.generate) take one of
+these; everything else is shared.
+
+T5 (seq2seq): the instruction is inside ``input``; the label is ``output``; files {task}_T5.json.
+LLaMA (causal LM): Alpaca prompt, loss on the response only (unless --train_on_inputs), EOS appended,
+pad id 0 with left padding; files {task}.json with instruction, input, output.
+"""
+
+import os
+from dataclasses import dataclass, field
+
+from .causal import (causal_predictor_factory, check_long_prompts, check_template, load_tokenizer,
+                     long_prompt_report, tokenize_causal)
+from .errors import InputError
+from .models import load_pretrained
+from .seq2seq import seq2seq_predictor_factory, tokenize_seq2seq
+from .settings import LlamaSettings, T5Settings
+
+
+@dataclass(frozen=True)
+class Backbone:
+    name: str  # t5 | llama: the recipes' and the precision resolver's key
+    title: str  # printed at the start of training
+    settings: type  # its own settings group (rkif.settings)
+    cutoff_flag: str  # the training cutoff of inputs, which generation compares test inputs with
+    file_suffix: str  # {task}{file_suffix}.json
+    train_fields: tuple  # what every training record must hold
+    test_fields: tuple  # and every test record
+    task_type: str  # peft TaskType
+    training_defaults: dict = field(default_factory=dict)  # where its default differs from the declaration
+    generation_defaults: dict = field(default_factory=dict)
+    check: object = None  # check(values): backbone flags, before anything is read; may set values
+    load: object = None  # load(values, fp16, bf16) -> (model, tokenizer), before LoRA
+    finish: object = None  # finish(model, tokenizer) once LoRA is in place
+    features: object = None  # features(tokenizer, values) -> records -> features
+    report: object = None  # report(plan, tokenizer, values) -> entries for run_info.json
+    predictor: object = None  # predictor(values, cutoff) -> make_predictor(adapter_dir) -> predict(records)
+
+
+# T5
+
+def _load_t5(values, fp16, bf16):
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, values["base_model"], cache_dir=values["cache_dir"])
+    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
+    # of the torch RNG after set_seed, as with the released device_map="auto" loading.
+    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, values["base_model"],
+                            cache_dir=values["cache_dir"], low_cpu_mem_usage=True)
+    return model, tokenizer
+
+
+def _t5_features(tokenizer, values):
+    return lambda records: tokenize_seq2seq(records, tokenizer, values["max_input_length"],
+                                            values["max_target_length"])
+
+
+def _t5_predictor(values, cutoff):
+    return seq2seq_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
+                                     values["max_length"], values["truncate_inputs"])
+
+
+T5 = Backbone(
+    name="t5", title="T5-LoRA", settings=T5Settings, cutoff_flag="max_input_length", file_suffix="_T5",
+    train_fields=("input", "output"), test_fields=("id", "input", "output"), task_type="SEQ_2_SEQ_LM",
+    check=lambda values: None, load=_load_t5, finish=lambda model, tokenizer: None, features=_t5_features,
+    report=lambda plan, tokenizer, values: {}, predictor=_t5_predictor)
+
+
+# LLaMA
+
+def _check_llama(values):
+    check_template(values["prompt_template_name"])
+    check_long_prompts(values["long_prompts"])
+    if values["load_8bit"]:
+        check_8bit(values["precision"])
+        values["precision"] = "fp16"  # Int8 layers compute in fp16; the Trainer's scaler goes with it, as released
+
+
+def _load_llama(values, fp16, bf16):
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    tokenizer = load_tokenizer(values["base_model"], values["cache_dir"])
+    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
+    # of the torch RNG after set_seed, as with the released device_map loading.
+    kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
+              "low_cpu_mem_usage": True}
+    if values["load_8bit"]:
+        kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
+                  "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
+    model = load_pretrained(AutoModelForCausalLM.from_pretrained, values["base_model"], cache_dir=values["cache_dir"],
+                            **kwargs)
+    if values["load_8bit"]:
+        from peft import prepare_model_for_int8_training
+
+        model = prepare_model_for_int8_training(model)
+    return model, tokenizer
+
+
+def _finish_llama(model, tokenizer):
+    # LoRA weights train in fp32 even on a half-precision base: the fp16 gradient scaler cannot
+    # unscale fp16 parameters, and fp32 keeps small outer-loop updates from rounding away.
+    for n, p in model.named_parameters():
+        if "lora_" in n:
+            p.data = p.data.float()
+    model.config.pad_token_id = tokenizer.pad_token_id
+
+
+def _llama_features(tokenizer, values):
+    return lambda records: tokenize_causal(records, tokenizer, values["cutoff_len"], values["train_on_inputs"],
+                                           values["add_eos_token"], values["long_prompts"])
+
+
+def _llama_predictor(values, cutoff):
+    return causal_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
+                                    values["max_new_tokens"], values["truncate_inputs"])
+
+
+LLAMA = Backbone(
+    name="llama", title="LLaMA-LoRA", settings=LlamaSettings, cutoff_flag="cutoff_len", file_suffix="",
+    train_fields=("instruction", "input", "output"), test_fields=("id", "instruction", "input", "output"),
+    task_type="CAUSAL_LM",
+    training_defaults={"train_batch_size_outer": 64, "lora_target_modules": ("q_proj", "v_proj"),
+                       "precision": "auto", "gradient_checkpointing": True},  # as the 8-bit preparation had it
+    generation_defaults={"batch_size": 16},
+    check=_check_llama, load=_load_llama, finish=_finish_llama, features=_llama_features,
+    report=lambda plan, tokenizer, values: {"long_prompts": long_prompt_report(
+        plan, tokenizer, values["cutoff_len"], values["long_prompts"])},
+    predictor=_llama_predictor)
+
+BACKBONES = {b.name: b for b in (T5, LLAMA)}
+
+
+def get_backbone(name):
+    if name not in BACKBONES:
+        raise InputError(f"--backbone must be one of {tuple(BACKBONES)}, got {name!r}")
+    return BACKBONES[name]
+
+
+def check_8bit(precision):
+    """--load_8bit where it can work: bitsandbytes installed, a GPU before Hopper, a bitsandbytes that
+    still has what peft 0.4.0 reads, and fp16 (what Int8 layers compute in)."""
+    import importlib.metadata
+    import importlib.util
+
+    import torch
+
+    if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
+        raise InputError("--load_8bit needs the optional bitsandbytes package and a GPU; "
+                         "without them leave it off (fp32 on CPU, bf16/fp16 on a GPU)")
+    if precision not in ("auto", "fp16"):
+        raise InputError(f"--load_8bit with --precision {precision}: 8-bit layers compute in fp16; use --precision "
+                         "fp16 (or auto), or leave --load_8bit off")
+    major, minor = torch.cuda.get_device_capability()
+    if major >= 9:
+        raise InputError(
+            f"--load_8bit does not work on this GPU (compute capability {major}.{minor}, Hopper or newer) with "
+            "peft 0.4.0: bitsandbytes runs Int8 matmuls on Hopper only from 0.45.0 on, and 0.45.0 removed the "
+            "memory_efficient_backward that peft 0.4.0 reads (bitsandbytes issues #538 and #1450). Leave it off: "
+            "bf16 (the default on this GPU) needs about 14 GB of weights for a 7B model")
+    version = importlib.metadata.version("bitsandbytes")
+    if tuple(int(x) for x in version.split(".")[:2]) >= (0, 45):
+        raise InputError(f"--load_8bit with bitsandbytes {version}: peft 0.4.0 reads memory_efficient_backward, "
+                         "which bitsandbytes removed in 0.45.0; install bitsandbytes<0.45 (0.37 to 0.44 work with "
+                         "peft 0.4.0 on GPUs before Hopper) or leave --load_8bit off")
+
+

@@ -1,0 +1,150 @@
+"""The pipeline: every task of an order trained in sequence, then predictions and scores, for several
+methods, with a summary across them (src/run_pipeline.py; the grid runs one sequence per call).
+
+Finished tasks and prediction files are skipped, an unfinished task resumes from its newest complete
+checkpoint, and one process at a time holds a run folder.
+"""
+
+import fcntl
+import inspect
+import os
+import sys
+
+from .adapters import adapter_exists
+from .backbones import get_backbone
+from .data import read_json
+from .errors import InputError
+from .folder_lock import hold_folder
+from .generate import generate
+from .methods import METHOD_NAMES, METHODS
+from .metrics import write_report
+from .plots import plot_matrices
+from .recipes import DEFAULT_RECIPE, check_recipe
+from .run_folders import adapter_dir, prediction_dir, run_dir, run_suffix
+from .scoring import evaluate, matrix_title
+from .settings import GenerationSettings, PipelineSettings, RunSettings, command
+from .tasks import resolve_order
+from .training import training_command
+
+
+def run_pipeline(values):
+    """values: every flag of run_order; the others (training flags) go to every task."""
+    train_flags = {k: v for k, v in values.items() if k not in PIPELINE_FLAGS}
+    base_model, dataset_id, methods, backbone = (values[k] for k in ("base_model", "dataset_id", "methods",
+                                                                    "backbone"))
+    data_dir, output_path, matrix, gen_batch_size = (values[k] for k in ("data_dir", "output_path", "matrix",
+                                                                        "gen_batch_size"))
+    max_length, max_new_tokens, precision, cache_dir = (values[k] for k in ("max_length", "max_new_tokens",
+                                                                           "precision", "cache_dir"))
+    no_resume, truncate_inputs, seed, recipe = (values[k] for k in ("no_resume", "truncate_inputs", "seed",
+                                                                   "recipe"))
+    methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
+    backbone = get_backbone(backbone)
+    train = training_command(backbone)
+    unknown = set(train_flags) - set(inspect.signature(train).parameters)
+    if unknown:
+        raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone.name} "
+                         "training script's")
+    recipe_name = recipe or DEFAULT_RECIPE
+    check_recipe(recipe_name)
+    order_name, tasks = resolve_order(dataset_id)
+    common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
+    named = dict(seed=seed, recipe=recipe_name)  # the run folders' suffixes
+    # the training cutoff (for truncate_inputs and the count of longer test inputs): the flag's, else the
+    # recipe's, resolved by the generator
+    generation = dict(precision=precision, cache_dir=cache_dir, truncate_inputs=truncate_inputs,
+                      max_length=max_length, max_new_tokens=max_new_tokens,
+                      **{backbone.cutoff_flag: train_flags.get(backbone.cutoff_flag)}, **named, **common)
+    summary = {}
+    for method in methods:
+        # one process per sequence (method x order x seed): a second one stops here, naming the holder
+        with hold_folder(run_dir(output_path, base_model, method, order_name, seed, recipe_name), "run folder"):
+            sequential = METHODS[method].sequential
+            for t, task in enumerate(tasks):
+                if not sequential and t < len(tasks) - 1:
+                    continue  # trained once, on all tasks, at the last task id
+                if adapter_exists(adapter_dir(output_path, base_model, method, order_name, t, task, seed, recipe_name)):
+                    print(f"skip training: {method} task {t}-{task} (adapter exists)")
+                    continue
+                train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **named,
+                      **{"resume_from_checkpoint": None if no_resume else "auto", **train_flags})
+            kinds = ("matrix",) if matrix else ("avgPerf", "bwt")
+            for kind in kinds if sequential else ("avgPerf",):
+                generate(backbone, kind, dict(generation, method_name=method, batch_size=gen_batch_size))
+            if not sequential:  # OP only: BWT and forgetting are not defined without an adapter per task
+                result = {**evaluate("avgPerf", method_name=method, **named, **common), "BWT": None}
+                if matrix:
+                    result["forgetting"] = None
+            elif matrix:
+                result = evaluate("matrix", method_name=method, **named, **common)
+            else:
+                result = {**evaluate("avgPerf", method_name=method, **named, **common),
+                          **evaluate("bwt", method_name=method, **named, **common)}
+            summary[method] = result
+
+    rows = [{"method": m, **{k: v for k, v in r.items() if k != "R"}} for m, r in summary.items()]
+    name = f"dataset_id_{order_name}{run_suffix(seed, recipe_name)}"
+    prefix = os.path.join(output_path, f"summary_{name}")
+
+    def panel_of(method):
+        path = os.path.join(prediction_dir(output_path, base_model, method, order_name, "matrix", seed=seed,
+                                           recipe=recipe_name), "metrics.json")
+        if not os.path.isfile(path):
+            return None
+        result = read_json(path)
+        return (result["R"], matrix_title(method, result)) if "R" in result else None
+
+    merge_summary(prefix, rows, {"order": " ".join(tasks), "base_model": base_model, "recipe": recipe_name,
+                                 "seed": seed}, heatmap=os.path.join(output_path, f"accuracy_matrices_{name}.png"),
+                  panel_of=panel_of if matrix else None, tasks=tasks)
+    print(f"\norder {order_name}: {' '.join(tasks)} (recipe {recipe_name}, seed {seed})")
+    keys = [k for k in ("OP", "BWT", "forgetting") if k in rows[0]]
+    print(f"{'method':10s}" + "".join(f"{k:>12s}" for k in keys))
+    for r in rows:
+        print(f"{r['method']:10s}" + "".join(f"{'':>12s}" if r.get(k) is None else f"{r[k]:12.4f}" for k in keys))
+    print(f"written: {prefix}.json, {prefix}.csv")
+    return summary
+
+
+def merge_summary(prefix, rows, meta, heatmap=None, panel_of=None, tasks=()):
+    """Write this run's rows into {prefix}.json/.csv, keeping the rows of other methods that an earlier run
+    of the same order, model, recipe and seed wrote (grid sequences run one method each, possibly at the
+    same time: a lock file serialises them). heatmap: the PNG of every merged method with a matrix
+    (panel_of(method) -> (R, title) or None), rebuilt from all of them."""
+    with open(prefix + ".lock", "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        except OSError as e:  # a filesystem without flock: a concurrent sequence may drop this run's row
+            print(f"warning: {prefix}.lock: no lock ({e}); the summary is merged without it", file=sys.stderr)
+        earlier = []
+        if os.path.isfile(prefix + ".json"):
+            try:
+                previous = read_json(prefix + ".json")
+                if previous.get("base_model") == meta["base_model"]:
+                    earlier = previous.get("tasks", [])
+            except (InputError, AttributeError):
+                earlier = []  # unreadable: rewritten from this run's rows
+        ours = {r["method"] for r in rows}
+        merged = [r for r in earlier if r.get("method") not in ours] + rows
+        write_report(prefix, merged, meta)
+        panels = [p for p in (panel_of(r["method"]) for r in merged) if p] if panel_of else []
+        if heatmap and panels:
+            plot_matrices(panels, tasks, heatmap + ".tmp.png")
+            os.replace(heatmap + ".tmp.png", heatmap)
+    return merged
+
+
+run_order = command(
+    run_pipeline,
+    (PipelineSettings, (RunSettings, ["base_model", "dataset_id", "data_dir", "output_path", "cache_dir", "seed",
+                                      "recipe"]),
+     (GenerationSettings, ["precision", "truncate_inputs", "max_length", "max_new_tokens"])),
+    name="run_order", more_flags=True,
+    doc="Train every task of an order for each method, generate, score, and summarise the methods side by side. "
+        "precision and truncate_inputs apply to generation; any other flag goes to the training script.")
+PIPELINE_FLAGS = tuple(p for p in inspect.signature(run_order).parameters if p != "flags")
+TRAINING_FLAGS = tuple(dict.fromkeys(p for b in ("t5", "llama")
+                                     for p in inspect.signature(training_command(get_backbone(b))).parameters))

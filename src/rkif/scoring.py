@@ -1,0 +1,107 @@
+"""Scoring a run's predictions: OP (avgPerf), BWT (bwt) or the whole accuracy matrix, printed as a table and
+written beside the predictions as metrics.json / metrics.csv (and the matrix as a heatmap).
+
+    score = scoring_command("avgPerf")   # what src/eval_avgPerf.py runs
+"""
+
+import os
+
+from .errors import InputError
+from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, read_generation_info
+from .generate import check_kind
+from .metrics import write_report
+from .plots import plot_matrices
+from .settings import BWTSettings, RunSettings, command, setting
+from .tasks import resolve_order, task_metrics
+from dataclasses import dataclass
+
+
+@dataclass
+class ScoringSettings:
+    """Where the predictions are, when not named from base_model (the released eval scripts' flags)."""
+    model_name: str = setting(None, "the run folders' {model}lora prefix, as the released eval scripts take it "
+                                    "(e.g. t5-largelora); else named from --base_model")
+    pred_dir: str = setting(None, "score this prediction folder")
+    avgperf_dir: str = setting(None, "bwt: the avgPerf folder it is compared with")
+    test_data_name: str = setting(None, "bwt: the bwt folder's name under output_path (released flag)")
+    test_data_name2: str = setting(None, "bwt: the avgPerf folder's name under output_path (released flag)")
+
+
+def scoring_command(kind):
+    groups = [(RunSettings, ["base_model", "dataset_id", "method_name", "data_dir", "output_path", "seed",
+                             "recipe"])]
+    if kind == "avgPerf":
+        groups.append((ScoringSettings, ["model_name", "pred_dir"]))
+        doc = "OP of an order: mean test accuracy over all tasks of the adapter after the last task."
+    else:
+        groups += [ScoringSettings, (BWTSettings, ["matrix"])]
+        doc = "BWT of an order (with --matrix: the whole accuracy matrix, BWT and forgetting)."
+
+    def body(values):
+        output_path = values["output_path"]
+        if values.get("test_data_name") and not values["pred_dir"]:
+            values["pred_dir"] = os.path.join(output_path, values["test_data_name"])
+        if values.get("test_data_name2") and not values.get("avgperf_dir"):
+            values["avgperf_dir"] = os.path.join(output_path, values["test_data_name2"])
+        for flag in ("test_data_name", "test_data_name2"):
+            values.pop(flag, None)
+        return evaluate("matrix" if values.pop("matrix", False) else kind, **values)
+
+    return command(body, groups, name=f"eval_{kind}", doc=doc)
+
+
+def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, pred_dir=None,
+             avgperf_dir=None, model_name=None, quiet=False, seed=RunSettings.seed, recipe=RunSettings.recipe):
+    """Score one kind of predictions; writes metrics.json/.csv (and the heatmap for the matrix) beside them.
+
+    Folders: pred_dir (and avgperf_dir for bwt) as given, else named from model_name (the released
+    eval scripts' --model_name, e.g. t5-largelora) or from base_model, under output_path.
+    """
+    _, tasks = resolve_order(dataset_id)
+    order_name = resolve_order(dataset_id)[0]
+    metrics = task_metrics(dataset_id)
+
+    def folder(k):
+        if not model_name:
+            check_kind(method_name, kind)
+            if not base_model:  # it only names the folders
+                raise InputError("--base_model: required (it names the run folders; or give --model_name or "
+                                 "--pred_dir)")
+        return prediction_dir(output_path, base_model, method_name, order_name, k, model_name, seed, recipe)
+
+    pred_dir = pred_dir or folder(kind)
+    if kind == "avgPerf":
+        rows, summary = evaluate_avgperf(pred_dir, tasks, data_dir, metrics)
+    elif kind == "bwt":
+        avgperf_dir = avgperf_dir or folder("avgPerf")
+        rows, summary = evaluate_bwt(pred_dir, avgperf_dir, tasks, data_dir, metrics)
+    else:
+        R, rows, summary = evaluate_matrix(pred_dir, tasks, data_dir, metrics)
+        summary["R"] = R
+        plot_matrices([(R, matrix_title(os.path.basename(pred_dir), summary))], tasks,
+                      os.path.join(pred_dir, "accuracy_matrix.png"))
+    long_inputs = {name: e["over_training_cutoff"] for name, e in read_generation_info(pred_dir).items()}
+    if long_inputs:
+        summary["test_inputs_over_training_cutoff"] = long_inputs
+        if any(long_inputs.values()) and not quiet:
+            print("test inputs longer than the training cutoff: "
+                  + ", ".join(f"{k} {v}" for k, v in long_inputs.items() if v))
+    write_report(os.path.join(pred_dir, "metrics"), rows, summary)
+    if not quiet:
+        _table(rows, {k: v for k, v in summary.items() if k != "R"}, f"{kind}: {pred_dir}")
+    return summary
+
+
+def _table(rows, summary, title):
+    keys = list(rows[0])
+    fmt = lambda v: f"{v:.4f}" if isinstance(v, float) else str(v)  # noqa: E731
+    widths = {k: max(len(k), *(len(fmt(r[k])) for r in rows)) for k in keys}
+    lines = [title, "  ".join(k.ljust(widths[k]) for k in keys)]
+    lines += ["  ".join(fmt(r[k]).ljust(widths[k]) for k in keys) for r in rows]
+    lines += [f"{k}: {fmt(v)}" for k, v in summary.items()]
+    print("\n".join(lines))
+
+
+def matrix_title(name, summary):
+    extra = f"  BWT {summary['BWT']:.3f}  forgetting {summary['forgetting']:.3f}" if "BWT" in summary else ""
+    return f"{name}\nOP {summary['OP']:.3f}{extra}"

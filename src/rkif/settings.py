@@ -1,0 +1,261 @@
+"""Every setting of the scripts, declared once: a dataclass field with its default and one line of help.
+
+The command lines are built from these declarations (``command``): the training scripts take
+RunSettings + MethodSettings + KIFConfig + TrainingSettings + LoRASettings + their backbone's group,
+the generators RunSettings + GenerationSettings + their backbone's lengths. Where a backbone's
+default differs (LLaMA's outer batch, precision, target modules, ...), its description in
+rkif.backbones says so. Settings a recipe decides (learning rate, epochs, batch, lengths, LoRA
+shape, O-LoRA's weights) default to None, "the recipe's value": rkif.recipes holds those values.
+``docs/flags.md`` is generated from here (``python -m rkif.settings``; a test keeps it in step).
+"""
+
+import inspect
+from dataclasses import dataclass, field, fields
+
+OUTER_OPTIMIZERS = ("shared", "separate")
+RECIPE = "None: the recipe's"
+
+
+def setting(default, help):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class RunSettings:
+    """Which run: the model, the data, the order, the method, and the folders they name."""
+    base_model: str = setting("", "a model folder saved with save_pretrained (e.g. /models/t5-large), or a hub id")
+    dataset_id: object = setting(4, "the task order: 1-6 (1-3 Long, 4-6 Standard) or a JSON file listing task names")
+    method_name: str = setting("RKIF", "RKIF | SeqLoRA | Replay | OLoRA | IncLoRA | EWC | MTL")
+    data_dir: str = setting("data/long_sequence", "the benchmark: {data_dir}/{train,dev,test}/{task}[_T5].json")
+    output_path: str = setting("output", "where run folders (adapters, predictions, metrics) are written")
+    cache_dir: str = setting(None, "Hugging Face cache folder for a hub id")
+    seed: int = setting(42, "data draws, LoRA initialisation, training order; another seed gets folders _seed{n}")
+    recipe: str = setting("rkif", "rkif (the Recurrent-KIF release) | olora (the O-LoRA release); flags given win; "
+                                  "another recipe gets folders _recipe-{name}")
+
+
+@dataclass
+class MethodSettings:
+    """What the baselines and the replay memory take."""
+    memory_data_ratio: float = setting(2, "percent of each earlier task's training set kept in the replay memory")
+    lambda_orth: float = setting(None, f"OLoRA: weight of the orthogonality penalty ({RECIPE}; olora: per task)")
+    lambda_l2: float = setting(None, f"OLoRA, IncLoRA: weight of the L2 norm of the new branch ({RECIPE})")
+    # from scripts/sweep_ewc_lambda.py on the demo, with the per-example Fisher (docs/baselines.md)
+    ewc_lambda: float = setting(10000.0, "EWC: weight of the Fisher penalty")
+    ewc_fisher: str = setting("per_example", "EWC: per_example (empirical Fisher) | batch (squared micro-batch "
+                                             "gradients)")
+
+
+@dataclass
+class KIFConfig:
+    """The Recurrent-KIF loop (rkif.loop): K inner steps, then M outer steps on memory and the fusion."""
+    inner_iterations: int = setting(8, "K: fuse every K optimizer steps on the new task")
+    outer_iterations: int = setting(4, "M: outer steps on memory batches before each fusion")
+    train_batch_size_outer: int = setting(8, "memory examples per outer step")
+    quantile: float = setting(0.8, "one global threshold over all LoRA entries: the q-quantile of the importance")
+    beta1: float = setting(0.85, "EMA coefficient of the sensitivity")
+    beta2: float = setting(0.85, "EMA coefficient of the uncertainty")
+    empty_inner_score_flag: bool = setting(1, "1: reset the inner importance after each fusion")
+    empty_outer_score_flag: bool = setting(0, "1: reset the outer importance after each fusion")
+    outer_optimizer: str = setting("shared", "shared: the inner optimizer (released) | separate: own AdamW at "
+                                             "--outer_lr")
+    outer_lr: float = setting(1e-3, "learning rate of the outer steps with --outer_optimizer separate")
+    outer_micro_batch_size: int = setting(0, "0: the memory batch in one forward/backward (released); N: chunks "
+                                             "of N")
+
+    def __post_init__(self):
+        for name in ("inner_iterations", "outer_iterations", "train_batch_size_outer"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"--{name} must be a positive integer, got {getattr(self, name)!r}")
+        if not 0.0 <= float(self.quantile) <= 1.0:
+            raise ValueError(f"--quantile must be in [0, 1], got {self.quantile!r}")
+        for name in ("beta1", "beta2"):
+            if not 0.0 <= float(getattr(self, name)) < 1.0:
+                raise ValueError(f"--{name} must be in [0, 1), got {getattr(self, name)!r}")
+        if int(self.outer_micro_batch_size) < 0:
+            raise ValueError(f"--outer_micro_batch_size must be >= 0 (0: the whole memory batch at once), got "
+                             f"{self.outer_micro_batch_size!r}")
+        if self.outer_optimizer not in OUTER_OPTIMIZERS:
+            raise ValueError(f"--outer_optimizer must be one of {OUTER_OPTIMIZERS}, got {self.outer_optimizer!r}")
+        # the released flags are 0/1
+        self.empty_inner_score_flag = bool(self.empty_inner_score_flag)
+        self.empty_outer_score_flag = bool(self.empty_outer_score_flag)
+
+
+@dataclass
+class TrainingSettings:
+    """One task's Trainer run."""
+    task_id: int = setting(0, "the task of the order to train (0-based); task t > 0 starts from task t-1's adapter")
+    batch_size: int = setting(None, f"effective batch = micro_batch_size x accumulation x ranks ({RECIPE})")
+    micro_batch_size: int = setting(None, f"examples per forward/backward per device ({RECIPE})")
+    eval_batch_size: int = setting(8, "validation batch per device (the Trainer's default, as released)")
+    num_epochs: float = setting(None, f"epochs per task ({RECIPE})")
+    learning_rate: float = setting(None, f"AdamW learning rate ({RECIPE})")
+    warmup_steps: int = setting(None, f"linear warm-up steps ({RECIPE})")
+    lr_scheduler_type: str = setting(None, f"linear | constant | constant_with_warmup | cosine ({RECIPE})")
+    max_steps: int = setting(-1, "> 0 overrides num_epochs (benchmarks, smoke runs)")
+    val_set_size: int = setting(None, f"> 0: validate on that many dev examples of every task so far and keep the "
+                                      f"best checkpoint ({RECIPE})")
+    eval_steps: int = setting(40, "evaluate and save every eval_steps optimizer steps")
+    logging_steps: int = setting(10, "log every logging_steps optimizer steps")
+    precision: str = setting("fp32", "fp32 (released) | bf16 (a GPU with bfloat16); LLaMA also auto | fp16")
+    tf32: bool = setting(False, "TF32 matmuls (Ampere and newer GPUs)")
+    report_to: str = setting("none", "none | tensorboard | wandb (optional packages), comma-separated")
+    gradient_checkpointing: bool = setting(False, "recompute activations in backward (memory for time)")
+    group_by_length: bool = setting(False, "batch examples of similar length together (the Trainer's option)")
+    resume_from_checkpoint: object = setting(None, "a checkpoint folder; the flag alone: the newest complete one; "
+                                                   "auto: that or step 0")
+
+
+@dataclass
+class LoRASettings:
+    lora_r: int = setting(None, f"LoRA rank ({RECIPE})")
+    lora_alpha: int = setting(None, f"LoRA scaling alpha ({RECIPE})")
+    lora_dropout: float = setting(None, f"LoRA dropout ({RECIPE})")
+    lora_target_modules: object = setting(("q", "v"), "the attention projections that get LoRA branches")
+
+
+@dataclass
+class T5Settings:
+    max_input_length: int = setting(None, f"T5: input tokens kept in training; the test inputs' cutoff "
+                                          f"({RECIPE})")
+    max_target_length: int = setting(None, f"T5: target tokens kept in training ({RECIPE})")
+
+
+@dataclass
+class LlamaSettings:
+    cutoff_len: int = setting(None, f"LLaMA: tokens of prompt + response kept in training; the test prompts' "
+                                    f"cutoff ({RECIPE})")
+    load_8bit: bool = setting(False, "LLaMA: 8-bit base weights (needs bitsandbytes and a GPU before Hopper)")
+    train_on_inputs: bool = setting(False, "LLaMA: the loss covers the prompt too")
+    add_eos_token: bool = setting(True, "LLaMA: append EOS to the prompt when counting masked tokens (released)")
+    long_prompts: str = setting("released", "LLaMA: released (cut at cutoff_len) | shorten_input (cut the input's "
+                                            "middle)")
+    prompt_template_name: str = setting("alpaca", "LLaMA: the prompt template")
+
+
+@dataclass
+class GenerationSettings:
+    """Predictions on the test splits."""
+    batch_size: int = setting(32, "test examples per generation batch")
+    precision: str = setting("auto", "auto (GPU: bf16 base, LoRA unmerged in fp32; CPU: fp32, merged) | fp32 | "
+                                     "bf16 | fp16 | bf16_merged | released (see rkif/numerics.py)")
+    truncate_inputs: bool = setting(False, "cut test inputs at the training cutoff (default: fed whole, as released)")
+    max_length: int = setting(128, "T5: the longest prediction, in tokens")
+    max_new_tokens: int = setting(128, "LLaMA: the longest response, in tokens")
+
+
+@dataclass
+class BWTSettings:
+    service_begin_id: int = setting(-1, "only task i (-1: every task)")
+    matrix: bool = setting(False, "the adapter after every task t on every task i <= t (the accuracy matrix)")
+
+
+@dataclass
+class PipelineSettings:
+    """run_pipeline.py: train every task of an order, generate, score, for several methods."""
+    methods: str = setting("RKIF", "comma-separated methods, each a sequence of its own")
+    backbone: str = setting("t5", "t5 (finetune_KIF_t5lora) | llama (finetune_KIF_llama)")
+    gen_batch_size: int = setting(32, "generation batch")
+    matrix: bool = setting(False, "score the whole accuracy matrix (BWT and forgetting from it)")
+    no_resume: bool = setting(False, "restart an unfinished task at step 0 (default: resume from its newest "
+                                     "complete checkpoint)")
+
+
+GROUPS = (RunSettings, MethodSettings, KIFConfig, TrainingSettings, LoRASettings, T5Settings, LlamaSettings,
+          GenerationSettings, BWTSettings, PipelineSettings)
+
+
+def default(group, name):
+    """The declared default of group's setting `name`."""
+    return {f.name: f.default for f in fields(group)}[name]
+
+
+def pick(group, values):
+    """group(**the entries of values that are its fields)."""
+    return group(**{f.name: values[f.name] for f in fields(group) if f.name in values})
+
+
+def parameters(groups, defaults=None, drop=()):
+    """The inspect.Parameters of the groups' fields, in order (a group may be (group, names) for some of its
+    fields), each with its declared default unless `defaults` holds another one."""
+    params, seen = [], set()
+    for group in groups:
+        group, names = group if isinstance(group, tuple) else (group, None)
+        for f in fields(group):
+            if (names is not None and f.name not in names) or f.name in drop or f.name in seen:
+                continue
+            seen.add(f.name)
+            params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                            default=(defaults or {}).get(f.name, f.default),
+                                            annotation=f.type if isinstance(f.type, type) and f.type is not object
+                                            else inspect.Parameter.empty))
+    return params
+
+
+def help_lines(groups, drop=()):
+    out = {}
+    for group in groups:
+        group, names = group if isinstance(group, tuple) else (group, None)
+        for f in fields(group):
+            if (names is None or f.name in names) and f.name not in drop:
+                out.setdefault(f.name, f.metadata.get("help", ""))
+    return out
+
+
+def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False):
+    """A function whose keyword flags are the groups' fields (fire and rkif.command_line read its signature);
+    called, it hands body one dict of every flag's value, defaults filled in. more_flags: it also takes
+    **flags, checked by body (the pipeline passes them on to training)."""
+    params = parameters(groups, defaults, drop)
+    if more_flags:
+        params.append(inspect.Parameter("flags", inspect.Parameter.VAR_KEYWORD))
+    signature = inspect.Signature(params)
+
+    def fn(*args, **kwargs):
+        bound = signature.bind(*args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.update(values.pop("flags", {}))
+        return body(values)
+
+    helps = help_lines(groups, drop)
+    fn.__signature__ = signature
+    fn.__name__ = fn.__qualname__ = name
+    # Google-style Args: fire shows each line beside its flag in --help
+    fn.__doc__ = doc.rstrip() + "\n\nArgs:\n" + "\n".join(f"    {p.name}: {helps.get(p.name, '')}" for p in params
+                                                          if p.kind is not p.VAR_KEYWORD)
+    return fn
+
+
+def flags_markdown(commands, recipes=None):
+    """docs/flags.md: for every command (title, function, backbone or None), its flags with default and help;
+    a training command's flags that default to None show each recipe's value (recipes: {name: {backbone:
+    {flag: value}}})."""
+    lines = ["# Flags", "",
+             "Generated from the declarations in `src/rkif/settings.py` by `python -m rkif.settings > docs/flags.md`",
+             "(a test checks that this file is in step with them). `None` means the recipe's value",
+             "(`--recipe rkif` or `olora`, `src/rkif/recipes.py`); a flag given on the command line always wins.", ""]
+    for title, fn, backbone in commands:
+        lines += [f"## {title}", "", "| flag | default | help |", "|---|---|---|"]
+        helps = {}
+        for part in fn.__doc__.split("Args:\n", 1)[1].splitlines():
+            key, _, text = part.strip().partition(": ")
+            helps[key] = text
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                lines.append("| (any training flag) | | passed on to the training script |")
+                continue
+            shown = f"`{p.default!r}`"
+            if p.default is None and backbone and any(p.name in r[backbone] for r in (recipes or {}).values()):
+                shown = "recipe: " + ", ".join(f"{name} `{r[backbone][p.name]!r}`" for name, r in recipes.items())
+            lines.append(f"| `--{p.name}` | {shown} | {helps.get(p.name, '').replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    from .commands import COMMANDS
+    from .recipes import OLORA, RKIF
+
+    print(flags_markdown(COMMANDS, {"rkif": RKIF, "olora": OLORA}), end="")
