@@ -27,32 +27,19 @@ RESUME=${RESUME:-1}
 case "$RESUME" in 0|1) ;; *) echo "error: RESUME must be 0 or 1, got '$RESUME'" >&2; exit 2 ;; esac
 if [ "$GPU" = cpu ]; then export CUDA_VISIBLE_DEVICES=""; else export CUDA_VISIBLE_DEVICES="$GPU"; fi
 
-# train_grid SCRIPT FLAG...: every task of every order in $DATASET_IDS, in sequence, with SCRIPT
-# (a finetune_*.py); tasks whose adapter_model.bin exists are skipped, an unfinished one resumes
-# from its newest complete checkpoint (RESUME=1), the first failure stops.
+# train_grid BACKBONE FLAG...: every task of every order in $DATASET_IDS, in sequence, through the
+# pipeline (src/run_pipeline.py --train_only): tasks with an adapter are skipped, an unfinished one
+# resumes from its newest complete checkpoint (RESUME=1), the first failure stops the grid. FLAGs go
+# to the training script (finetune_KIF_t5lora.py or finetune_KIF_llama.py).
 train_grid() {
-  local script=$1
+  local backbone=$1
   shift
-  local dataset_id tasks order_name task_id task out resume=()
-  [ "$RESUME" = 1 ] && resume=(--resume_from_checkpoint auto)
+  local dataset_id resume=()
+  [ "$RESUME" = 0 ] && resume=(--no_resume)
   for dataset_id in $DATASET_IDS; do
-    tasks=$("$PYTHON" -m rkif.tasks "$dataset_id")
-    order_name=$("$PYTHON" -m rkif.tasks --name "$dataset_id")
-    task_id=0
-    for task in $tasks; do
-      out=$("$PYTHON" -m rkif.run_folders adapter "$OUTPUT_PATH" "$BASE_MODEL" "$METHOD" "$order_name" "$task_id" \
-        "$task" "$SEED" "$RECIPE")
-      if [ -f "$out/adapter_model.bin" ]; then
-        echo "skip: order $dataset_id task $task_id-$task (adapter exists at $out)"
-      else
-        echo "train: order $dataset_id task $task_id-$task"
-        "$PYTHON" "$script" --method_name "$METHOD" --base_model "$BASE_MODEL" --data_dir "$DATA_DIR" \
-          --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" --task_id "$task_id" --seed "$SEED" \
-          --recipe "$RECIPE" \
-          "${resume[@]}" "$@"
-      fi
-      task_id=$((task_id + 1))
-    done
+    "$PYTHON" src/run_pipeline.py --train_only --backbone "$backbone" --methods "$METHOD" \
+      --base_model "$BASE_MODEL" --data_dir "$DATA_DIR" --output_path "$OUTPUT_PATH" --dataset_id "$dataset_id" \
+      --seed "$SEED" --recipe "$RECIPE" "${resume[@]}" "$@"
   done
   echo "done: all tasks of orders $DATASET_IDS have adapters under $OUTPUT_PATH"
 }

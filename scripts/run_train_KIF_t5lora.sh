@@ -15,4 +15,4 @@ source scripts/common.sh
 # Every setting takes its declared default (src/rkif/settings.py; docs/flags.md): the released grid's
 # Recurrent-KIF values (K 8, M 4, outer batch 8, quantile, betas, memory 2%) are those defaults, and the
 # training protocol (epochs, batch, lr, ...) is the recipe's: RECIPE=rkif (default) or olora.
-train_grid src/finetune_KIF_t5lora.py "$@"
+train_grid t5 "$@"

@@ -14,6 +14,6 @@ source scripts/common.sh
 # Only what differs from the declared defaults is passed (src/rkif/settings.py, LLaMA's in
 # src/rkif/backbones.py; docs/flags.md): the released grid groups examples by length. The training
 # protocol (epochs, batch 64 = 16 x 4, lr, cutoff 512, ...) is the recipe's: RECIPE=rkif (default) or olora.
-train_grid src/finetune_KIF_llama.py \
+train_grid llama \
   --group_by_length True \
   "$@"

@@ -41,6 +41,8 @@ def test_marker_records_every_file_and_size_and_then_detects_damage(tmp_path):
     with open(os.path.join(ck, "a.bin"), "w") as f:
         f.write("12")
     assert incomplete_reason(ck) == "a.bin has 2 bytes, 5 were written"
+    with open(os.path.join(ck, "a.bin"), "w") as f:
+        f.write("12345")
     os.remove(os.path.join(ck, "b.json"))
     assert incomplete_reason(ck) == "b.json is missing"
     os.remove(os.path.join(ck, COMPLETE))

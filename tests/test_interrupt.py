@@ -95,7 +95,7 @@ def test_sigterm_saves_a_checkpoint_and_the_resumed_task_ends_the_same(setup):
     p = grid(env, out)
     wait_for(os.path.join(task_dir(out, env, 0), "checkpoint-3", "checkpoint_complete.json"), p)
     # the training process itself, as a cluster's scheduler signals it
-    child = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "finetune_KIF_t5lora"], capture_output=True,
+    child = subprocess.run(["pgrep", "-P", str(p.pid), "-f", "run_pipeline.py"], capture_output=True,
                            text=True).stdout.split()
     os.kill(int(child[0]), signal.SIGTERM)
     stdout, stderr = p.communicate(timeout=300)

@@ -38,6 +38,7 @@ def run_pipeline(values):
                                                                            "precision", "cache_dir"))
     no_resume, truncate_inputs, seed, recipe = (values[k] for k in ("no_resume", "truncate_inputs", "seed",
                                                                    "recipe"))
+    train_only = values["train_only"]
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     for m in methods:
         if m not in METHODS:
@@ -66,11 +67,15 @@ def run_pipeline(values):
             for t, task in enumerate(tasks):
                 if not sequential and t < len(tasks) - 1:
                     continue  # trained once, on all tasks, at the last task id
-                if adapter_exists(adapter_dir(output_path, base_model, method, order_name, t, task, seed, recipe_name)):
-                    print(f"skip training: {method} task {t}-{task} (adapter exists)")
+                folder = adapter_dir(output_path, base_model, method, order_name, t, task, seed, recipe_name)
+                if adapter_exists(folder):
+                    print(f"skip: order {order_name} task {t}-{task} of {method} (adapter exists at {folder})")
                     continue
+                print(f"train: order {order_name} task {t}-{task} of {method}", flush=True)
                 train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **named,
                       **{"resume_from_checkpoint": None if no_resume else "auto", **train_flags})
+            if train_only:
+                continue
             kinds = ("matrix",) if matrix else ("avgPerf", "bwt")
             for kind in kinds if sequential else ("avgPerf",):
                 generate(backbone, kind, dict(generation, method_name=method, batch_size=gen_batch_size))
@@ -85,6 +90,9 @@ def run_pipeline(values):
                           **evaluate("bwt", method_name=method, **named, **common)}
             summary[method] = result
 
+    if train_only:
+        print(f"done: every task of order {order_name} has its adapter under {output_path}")
+        return summary
     rows = [{"method": m, **{k: v for k, v in r.items() if k != "R"}} for m, r in summary.items()]
     name = f"dataset_id_{order_name}{run_suffix(seed, recipe_name)}"
     prefix = os.path.join(output_path, f"summary_{name}")

@@ -3,9 +3,9 @@
     {output_path}/{model}lora_{method}_dataset_id_{order}[_recipe-{name}][_seed{n}]/{t}-{task}/   adapters
     ...same name..._{kind}/                                                            predictions
 
-The released layout is kept for the default recipe and seed (rkif, 42). The shell grids ask this
-module for names (``python -m rkif.run_folders adapter OUTPUT_PATH BASE_MODEL METHOD ORDER T TASK SEED RECIPE``)
-and report.py parses them with RUN_FOLDER.
+The released layout is kept for the default recipe and seed. The shell grids train through the
+pipeline, which names folders here, and take their defaults from ``python -m rkif.run_folders
+shell-defaults``; report.py parses names with PREDICTION_FOLDER.
 """
 
 import os
@@ -69,17 +69,7 @@ def shell_defaults(environ):
     return "\n".join(f': "${{{k}:={v}}}"' for k, v in declared.items())
 
 
-def main(argv):
-    """adapter OUTPUT_PATH BASE_MODEL METHOD ORDER TASK_ID TASK SEED RECIPE: the task's adapter folder;
-    shell-defaults: the declared defaults of scripts/common.sh's variables, as shell lines."""
-    if argv[:1] == ["shell-defaults"]:
-        print(shell_defaults(os.environ))
-        return
-    what, output_path, base_model, method, order, task_id, task, seed, recipe = argv
-    if what != "adapter":
-        raise SystemExit(f"error: unknown request {what!r}; expected adapter or shell-defaults")
-    print(adapter_dir(output_path, base_model, method, order, int(task_id), task, int(seed), recipe))
-
-
-if __name__ == "__main__":
-    main(sys.argv[1:])
+if __name__ == "__main__":  # the shell grids: scripts/common.sh
+    if sys.argv[1:] != ["shell-defaults"]:
+        raise SystemExit("usage: python -m rkif.run_folders shell-defaults")
+    print(shell_defaults(os.environ))

@@ -160,6 +160,8 @@ class PipelineSettings:
     matrix: bool = setting(False, "score the whole accuracy matrix (BWT and forgetting from it)")
     no_resume: bool = setting(False, "restart an unfinished task at step 0 (default: resume from its newest "
                                      "complete checkpoint)")
+    train_only: bool = setting(False, "train every task and stop: no predictions, no scores (the training grid "
+                                      "scripts)")
 
 
 GROUPS = (RunSettings, MethodSettings, KIFConfig, TrainingSettings, LoRASettings, T5Settings, LlamaSettings,
