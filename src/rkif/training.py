@@ -252,7 +252,6 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     training loss. run_info_extra: more entries for run_info.json (the backbone's own reports).
     """
     import torch
-    import transformers
 
     from .adapters import save_adapter_atomically
     from .checkpoints import resume_hint
@@ -263,50 +262,13 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     from .trainer import RecurrentKIFTrainer
 
     fp16, bf16 = training_precision(training.precision, backbone.name)
-    # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
-    # backend named explicitly; with GPUs it initialises NCCL itself.
-    world_size = batches.world_size
-    cpu_ddp = world_size > 1 and not torch.cuda.is_available()
     # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,
     # seeded by set_seed before the model was loaded), before the Trainer's own sampler.
     method = get_method(plan.method)
     train_data = shuffled_like_released(plan.train + (plan.memory if method.memory == "mixed" else []))
     memory = shuffled_like_released(plan.memory) if method.memory == "outer" else []
     validate = len(plan.validation) > 0
-    args = transformers.TrainingArguments(
-        output_dir=plan.output_dir,
-        per_device_train_batch_size=batches.micro_batch_size,
-        per_device_eval_batch_size=training.eval_batch_size,  # the Trainer's default 8, as released
-        gradient_accumulation_steps=batches.accumulation,
-        num_train_epochs=training.num_epochs,
-        max_steps=training.max_steps,
-        learning_rate=training.learning_rate,
-        lr_scheduler_type=training.lr_scheduler_type,
-        warmup_steps=training.warmup_steps,
-        weight_decay=0.0,
-        max_grad_norm=1.0,
-        optim="adamw_torch",
-        fp16=fp16,
-        bf16=bf16,
-        logging_steps=training.logging_steps,
-        evaluation_strategy="steps" if validate else "no",
-        eval_steps=training.eval_steps if validate else None,
-        save_strategy="steps",
-        save_steps=training.eval_steps,
-        save_total_limit=2,
-        load_best_model_at_end=validate,
-        metric_for_best_model="eval_loss" if validate else None,
-        greater_is_better=False if validate else None,
-        group_by_length=training.group_by_length,
-        gradient_checkpointing=training.gradient_checkpointing,
-        ddp_find_unused_parameters=False if world_size > 1 else None,
-        no_cuda=cpu_ddp,
-        xpu_backend="gloo" if cpu_ddp else None,
-        report_to=parse_report_to(training.report_to) or "none",
-        tf32=training.tf32 or None,
-        dataloader_pin_memory=torch.cuda.is_available(),
-        seed=settings["seed"],
-    )
+    args = trainer_arguments(plan.output_dir, training, batches, validate, settings["seed"], fp16, bf16)
     if training.gradient_checkpointing:
         # the base is frozen: without inputs that require grad, a checkpointed block would hand its
         # LoRA weights no gradient
@@ -343,7 +305,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
 
     if trainer.args.should_save:
         info = run_info_json(
-            settings, world_size=world_size, micro_batch_size=batches.micro_batch_size,
+            settings, world_size=batches.world_size, micro_batch_size=batches.micro_batch_size,
             gradient_accumulation_steps=batches.accumulation, started=started,
             extra={"task": plan.task, "order": plan.tasks, "previous_adapter": plan.previous_adapter,
                    "precision": {"fp16": fp16, "bf16": bf16},
@@ -370,6 +332,52 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     if stopped:  # the signal came after the last step: the task is saved, the job still stops
         raise SystemExit(128 + stopped)
     return trainer
+
+
+def trainer_arguments(output_dir, training, batches, validate, seed, fp16, bf16):
+    """The Trainer settings of the released recipe for one task (AdamW, no weight decay, clipping at 1,
+    checkpoints every eval_steps keeping 2, the best by eval loss when validating)."""
+    import torch
+    import transformers
+
+    world_size = batches.world_size
+    # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
+    # backend named explicitly; with GPUs it initialises NCCL itself.
+    cpu_ddp = world_size > 1 and not torch.cuda.is_available()
+    return transformers.TrainingArguments(
+        output_dir=output_dir,
+        per_device_train_batch_size=batches.micro_batch_size,
+        per_device_eval_batch_size=training.eval_batch_size,  # the Trainer's default 8, as released
+        gradient_accumulation_steps=batches.accumulation,
+        num_train_epochs=training.num_epochs,
+        max_steps=training.max_steps,
+        learning_rate=training.learning_rate,
+        lr_scheduler_type=training.lr_scheduler_type,
+        warmup_steps=training.warmup_steps,
+        weight_decay=0.0,
+        max_grad_norm=1.0,
+        optim="adamw_torch",
+        fp16=fp16,
+        bf16=bf16,
+        logging_steps=training.logging_steps,
+        evaluation_strategy="steps" if validate else "no",
+        eval_steps=training.eval_steps if validate else None,
+        save_strategy="steps",
+        save_steps=training.eval_steps,
+        save_total_limit=2,
+        load_best_model_at_end=validate,
+        metric_for_best_model="eval_loss" if validate else None,
+        greater_is_better=False if validate else None,
+        group_by_length=training.group_by_length,
+        gradient_checkpointing=training.gradient_checkpointing,
+        ddp_find_unused_parameters=False if world_size > 1 else None,
+        no_cuda=cpu_ddp,
+        xpu_backend="gloo" if cpu_ddp else None,
+        report_to=parse_report_to(training.report_to) or "none",
+        tf32=training.tf32 or None,
+        dataloader_pin_memory=torch.cuda.is_available(),
+        seed=seed,
+    )
 
 
 def peak_host_memory_gib():
