@@ -32,14 +32,22 @@ PRISTINE_SHA256 = {
 MARKER = "# --- Recurrent-KIF patch (rkif) ---"
 BACKUP = ".rkif-orig"
 ROOT = os.path.abspath(os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-try:  # the patched Trainer imports the rkif package: it must be installed for the Python that runs it
-    from rkif.settings import KIFConfig
-except ImportError:
-    raise SystemExit(f"error: the rkif package is not installed for this Python ({sys.executable}); install it "
-                     f"first: {sys.executable} -m pip install -e {ROOT}") from None
-
 FIELDS_ANCHOR = "    def __post_init__(self):\n"
-FIELDS = f'''    {MARKER}
+
+
+def kif_config():
+    """rkif's KIFConfig (the fields' defaults); the patched Trainer imports rkif, so applying needs it installed."""
+    try:
+        from rkif.settings import KIFConfig
+    except ImportError:
+        raise SystemExit(f"error: the rkif package is not installed for this Python ({sys.executable}); install "
+                         f"it first: {sys.executable} -m pip install -e {ROOT}") from None
+    return KIFConfig
+
+
+def fields_block():
+    KIFConfig = kif_config()
+    return f'''    {MARKER}
     inner_iterations: int = field(
         default={KIFConfig.inner_iterations}, metadata={{"help": "Recurrent-KIF: fuse the inner and outer updates every K optimizer steps."}}
     )
@@ -48,6 +56,7 @@ FIELDS = f'''    {MARKER}
     )
 
 '''
+
 
 TRAINER_BLOCK = f'''
 
@@ -78,7 +87,7 @@ def patched_text(name, text):
     if name == "training_args.py":
         if text.count(FIELDS_ANCHOR) != 1:
             raise SystemExit(f"error: {name}: the insertion point was not found exactly once")
-        return text.replace(FIELDS_ANCHOR, FIELDS + FIELDS_ANCHOR)
+        return text.replace(FIELDS_ANCHOR, fields_block() + FIELDS_ANCHOR)
     return text + TRAINER_BLOCK
 
 

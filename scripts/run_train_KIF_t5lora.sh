@@ -6,7 +6,7 @@
 #   BASE_MODEL=/models/t5-large GPU=0 ./scripts/run_train_KIF_t5lora.sh
 #
 # Environment: see scripts/common.sh (BASE_MODEL and GPU are required).
-# Any arguments are passed on to finetune_KIF_t5lora.py (e.g. --num_epochs 1).
+# Any arguments are passed on (through src/run_pipeline.py --train_only) to finetune_KIF_t5lora.py (e.g. --num_epochs 1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 

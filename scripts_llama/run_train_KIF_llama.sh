@@ -6,7 +6,7 @@
 #   BASE_MODEL=/models/Llama-2-7b-chat-hf GPU=0 ./scripts_llama/run_train_KIF_llama.sh
 #
 # Environment: see scripts/common.sh (BASE_MODEL and GPU are required).
-# Any arguments are passed on to finetune_KIF_llama.py (e.g. --precision fp16, --load_8bit True).
+# Any arguments are passed on (through src/run_pipeline.py --train_only) to finetune_KIF_llama.py (e.g. --precision fp16, --load_8bit True).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/common.sh

@@ -18,7 +18,7 @@ import os
 import statistics
 
 from rkif.errors import InputError
-from rkif.run_folders import PREDICTION_FOLDER
+from rkif.run_folders import DEFAULT_RECIPE, DEFAULT_SEED, PREDICTION_FOLDER
 from rkif.command_line import run
 
 FOLDER = PREDICTION_FOLDER
@@ -52,8 +52,8 @@ def scan(output_path, model_name=None):
             continue
         with open(os.path.join(root, "metrics.json")) as f:
             metrics = json.load(f)
-        key = (m["model"], m["method"], m["recipe"] or "rkif")
-        cell = runs.setdefault(key, {}).setdefault((m["order"], int(m["seed"] or 42)), {})
+        key = (m["model"], m["method"], m["recipe"] or DEFAULT_RECIPE)
+        cell = runs.setdefault(key, {}).setdefault((m["order"], int(m["seed"] or DEFAULT_SEED)), {})
         if m["kind"] in ("avgPerf", "matrix"):
             cell["OP"] = metrics["OP"]
         if m["kind"] in ("bwt", "matrix") and "BWT" in metrics:

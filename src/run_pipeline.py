@@ -8,7 +8,7 @@
 Resumable at any point: tasks whose adapter exists and prediction files that are complete
 are skipped; an unfinished task resumes from its newest complete checkpoint (--no_resume: it
 restarts at step 0); a half-written prediction file is continued. Flags not listed here (e.g.
---num_epochs, --learning_rate, --memory_data_ratio) go to the training script's train()
+--num_epochs, --learning_rate, --memory_data_ratio) go to the training script
 (finetune_KIF_t5lora.py, or finetune_KIF_llama.py with --backbone llama).
 --recipe (rkif, the default, or olora; rkif.recipes) sets the training protocol of every task; its
 runs live in their own folders (suffix _recipe-{name}), as other seeds do (_seed{n}).

@@ -140,7 +140,7 @@ def test_pipeline_runs_the_baselines_and_mtl_has_no_bwt(tiny_t5, bench_dir, tmp_
     rows = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "summary_dataset_id_order.csv")))}
     assert rows["MTL"]["BWT"] == "" and rows["MTL"]["forgetting"] == "" and rows["OLoRA"]["BWT"] != ""
     with pytest.raises(SystemExit) as e:  # and the bwt scripts say why
-        from eval_bwt import main as eval_bwt_main
+        from rkif.commands import eval_bwt_main
         eval_bwt_main([f"--base_model={tiny_t5}", f"--dataset_id={bench_dir}/order.json", "--method_name=MTL",
                        f"--data_dir={bench_dir}", f"--output_path={out}"])
     assert e.value.code == 2

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from conftest import TASKS
-from eval_avgPerf import main as eval_avgperf_main
+from rkif.commands import eval_avgperf_main
 from rkif.commands import pipeline_main
 from rkif.pipeline import run_order
 
@@ -143,3 +143,21 @@ def test_pipeline_rejects_unknown_flags_and_methods(tiny_t5, bench_dir, tmp_path
                            f"--output_path={tmp_path / 'o'}", flag])
         assert e.value.code == 2 and message in capsys.readouterr().err
     assert not os.path.exists(tmp_path / "o")
+
+
+def test_train_only_hands_precision_to_training_and_refuses_flags_it_sets(tiny_t5, bench_dir, tmp_path):
+    """The training grids run the pipeline with --train_only: their --precision is the training precision
+    (bf16 needs a GPU, refused here before anything loads), and flags the pipeline sets per task are refused."""
+    from rkif.errors import InputError
+
+    order = os.path.join(bench_dir, "order.json")
+    common = dict(base_model=tiny_t5, dataset_id=order, data_dir=bench_dir, output_path=str(tmp_path / "out"),
+                  train_only=True)
+    with pytest.raises(InputError, match="--precision bf16 needs a GPU"):
+        run_order(precision="bf16", **common)
+    for flag, value in (("method_name", "SeqLoRA"), ("task_id", 1)):
+        with pytest.raises(InputError, match=f"--{flag}: the pipeline sets it for every task"):
+            run_order(**common, **{flag: value})
+    assert not os.path.exists(tmp_path / "out" / f"{os.path.basename(tiny_t5)}lora_RKIF_dataset_id_order" / "0-weather"
+                              / "adapter_model.bin")
+

@@ -36,7 +36,8 @@ def generation_command(backbone, kind):
 
 
 def check_kind(method_name, kind):
-    if kind != "avgPerf" and not get_method(method_name).sequential:
+    """An unknown method, or BWT / the matrix of a method trained once on all tasks, is refused."""
+    if not get_method(method_name).sequential and kind != "avgPerf":
         raise InputError(f"--method_name {method_name}: trained once on all tasks, it has no adapter after each "
                          f"task, so {kind} (BWT, forgetting) is not defined; use the avgPerf (OP) scripts")
 

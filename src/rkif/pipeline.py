@@ -15,6 +15,7 @@ from .backbones import get_backbone
 from .data import read_json
 from .errors import InputError
 from .folder_lock import hold_folder
+from .evaluation import free_accelerator_memory
 from .generate import generate
 from .methods import METHOD_NAMES, METHODS
 from .metrics import write_report
@@ -22,7 +23,7 @@ from .plots import plot_matrices
 from .recipes import DEFAULT_RECIPE, check_recipe
 from .run_folders import adapter_dir, prediction_dir, run_dir, run_suffix
 from .scoring import evaluate, matrix_title
-from .settings import GenerationSettings, PipelineSettings, RunSettings, command
+from .settings import BWTSettings, GenerationSettings, PipelineSettings, RunSettings, command, default
 from .tasks import resolve_order
 from .training import training_command
 
@@ -39,6 +40,13 @@ def run_pipeline(values):
     no_resume, truncate_inputs, seed, recipe = (values[k] for k in ("no_resume", "truncate_inputs", "seed",
                                                                    "recipe"))
     train_only = values["train_only"]
+    if train_only and precision is not None:  # the training precision (the grid scripts' --precision)
+        train_flags["precision"] = precision
+    precision = default(GenerationSettings, "precision") if precision is None else precision
+    for flag in ("method_name", "task_id", "resume_from_checkpoint"):
+        if flag in train_flags:
+            raise InputError(f"--{flag}: the pipeline sets it for every task (methods: --methods; an unfinished "
+                             "task resumes by itself unless --no_resume)")
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     for m in methods:
         if m not in METHODS:
@@ -73,7 +81,8 @@ def run_pipeline(values):
                     continue
                 print(f"train: order {order_name} task {t}-{task} of {method}", flush=True)
                 train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **named,
-                      **{"resume_from_checkpoint": None if no_resume else "auto", **train_flags})
+                      resume_from_checkpoint=None if no_resume else "auto", **train_flags)
+                free_accelerator_memory()  # the next task loads its own model in this process
             if train_only:
                 continue
             kinds = ("matrix",) if matrix else ("avgPerf", "bwt")
@@ -147,12 +156,13 @@ def merge_summary(prefix, rows, meta, heatmap=None, panel_of=None, tasks=()):
 
 run_order = command(
     run_pipeline,
-    (PipelineSettings, (RunSettings, ["base_model", "dataset_id", "data_dir", "output_path", "cache_dir", "seed",
-                                      "recipe"]),
+    (PipelineSettings, (BWTSettings, ["matrix"]),
+     (RunSettings, ["base_model", "dataset_id", "data_dir", "output_path", "cache_dir", "seed", "recipe"]),
      (GenerationSettings, ["precision", "truncate_inputs", "max_length", "max_new_tokens"])),
-    name="run_order", more_flags=True,
+    name="run_order", more_flags=True, defaults={"precision": None},
     doc="Train every task of an order for each method, generate, score, and summarise the methods side by side. "
-        "precision and truncate_inputs apply to generation; any other flag goes to the training script.")
+        "precision (None: generation's default; with --train_only: the training precision) and truncate_inputs "
+        "apply to generation; any other flag goes to the training script.")
 PIPELINE_FLAGS = tuple(p for p in inspect.signature(run_order).parameters if p != "flags")
 TRAINING_FLAGS = tuple(dict.fromkeys(p for b in ("t5", "llama")
                                      for p in inspect.signature(training_command(get_backbone(b))).parameters))

@@ -57,8 +57,7 @@ def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path
     Folders: pred_dir (and avgperf_dir for bwt) as given, else named from model_name (the released
     eval scripts' --model_name, e.g. t5-largelora) or from base_model, under output_path.
     """
-    _, tasks = resolve_order(dataset_id)
-    order_name = resolve_order(dataset_id)[0]
+    order_name, tasks = resolve_order(dataset_id)
     metrics = task_metrics(dataset_id)
 
     def folder(k):

@@ -156,16 +156,11 @@ class PipelineSettings:
     """run_pipeline.py: train every task of an order, generate, score, for several methods."""
     methods: str = setting("RKIF", "comma-separated methods, each a sequence of its own")
     backbone: str = setting("t5", "t5 (finetune_KIF_t5lora) | llama (finetune_KIF_llama)")
-    gen_batch_size: int = setting(32, "generation batch")
-    matrix: bool = setting(False, "score the whole accuracy matrix (BWT and forgetting from it)")
+    gen_batch_size: int = setting(GenerationSettings.batch_size, "generation batch")
     no_resume: bool = setting(False, "restart an unfinished task at step 0 (default: resume from its newest "
                                      "complete checkpoint)")
     train_only: bool = setting(False, "train every task and stop: no predictions, no scores (the training grid "
                                       "scripts)")
-
-
-GROUPS = (RunSettings, MethodSettings, KIFConfig, TrainingSettings, LoRASettings, T5Settings, LlamaSettings,
-          GenerationSettings, BWTSettings, PipelineSettings)
 
 
 def default(group, name):
