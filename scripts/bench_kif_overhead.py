@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 from rkif.commands import train_t5 as train
 from rkif.synthetic import write_synthetic_benchmark
 from rkif.command_line import run
+from rkif.run_folders import adapter_dir
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir
 
 
@@ -40,13 +41,13 @@ def main(repeats=5, max_steps=64, inner_iterations=8, outer_iterations=4, d_mode
                   train_batch_size_outer=8, memory_data_ratio=2)
     first = os.path.join(work, "task0")
     train(method_name="SeqLoRA", task_id=0, output_path=first, **common)
-    task0 = os.path.join(first, "tiny_t5lora_SeqLoRA_dataset_id_order", "0-weather")
+    task0 = adapter_dir(first, model, "SeqLoRA", "order", 0, "weather")
 
     per_step = {"SeqLoRA": [], "RKIF": []}
     for r in range(repeats):
         for method in ("SeqLoRA", "RKIF"):
             out = os.path.join(work, f"{method}_{r}")
-            shutil.copytree(task0, os.path.join(out, f"tiny_t5lora_{method}_dataset_id_order", "0-weather"))
+            shutil.copytree(task0, adapter_dir(out, model, method, "order", 0, "weather"))
             train(method_name=method, task_id=1, output_path=out, **common)
             with open(os.path.join(out, f"tiny_t5lora_{method}_dataset_id_order", "1-sport", "run_info.json")) as f:
                 info = json.load(f)

@@ -39,6 +39,7 @@ ROOT = os.path.dirname(HERE)
 from rkif.errors import InputError
 from rkif.command_line import run
 from rkif.plain_data import load_plain
+from rkif.run_folders import adapter_dir, prediction_dir
 from rkif.tasks import resolve_order
 
 STATE_DICT_OVERRIDE = re.compile(r"\n[ \t]*old_state_dict = model\.state_dict\n.*?\.__get__\(model, type\(model\)\)\n",
@@ -183,10 +184,10 @@ def released_response(line):
 def compare_generation(backbone, repo, site, env, model, dataset_id, order_name, order, data, ours_out, cutoff):
     """The final adapter's OP predictions by the released generator and by ours."""
     released_script, our_script, _, cutoff_flag = GENERATORS[backbone]
-    run_name = f"{os.path.basename(model)}lora_RKIF_dataset_id_{order_name}"
-    released_dir = os.path.join(repo, "output", run_name + "_avgPerf")
+    released_dir = prediction_dir(os.path.join(repo, "output"), model, "RKIF", order_name, "avgPerf")
+    ours_dir = prediction_dir(ours_out, model, "RKIF", order_name, "avgPerf")
     shutil.rmtree(released_dir, ignore_errors=True)
-    shutil.rmtree(os.path.join(ours_out, run_name + "_avgPerf"), ignore_errors=True)
+    shutil.rmtree(ours_dir, ignore_errors=True)
     released_flags = ["--load_8bit", "False"] if backbone == "llama" else []
     for side, cmd, cwd, pythonpath in (
             ("released", [sys.executable, released_script, *released_flags, "--base_model", model, "--dataset_id",
@@ -211,7 +212,7 @@ def compare_generation(backbone, repo, site, env, model, dataset_id, order_name,
     for i, task in enumerate(order):
         with open(os.path.join(released_dir, f"{i}-{task}_result.txt"), encoding="utf-8") as f:
             released = dict(released_response(line) for line in f)
-        with open(os.path.join(ours_out, run_name + "_avgPerf", f"{i}-{task}.jsonl"), encoding="utf-8") as f:
+        with open(os.path.join(ours_dir, f"{i}-{task}.jsonl"), encoding="utf-8") as f:
             ours = {r["id"]: r["pred"].strip() for r in map(json.loads, f)}
         with open(os.path.join(data, "test", f"{task}{SCRIPTS[backbone][1]}.json"), encoding="utf-8") as f:
             tests = json.load(f)
@@ -270,8 +271,7 @@ def main(released_repo, data_dir, backbone="t5", dataset_id=4, tasks=4, out="out
                                env={**env, "PYTHONPATH": pythonpath}, capture_output=True, text=True)
             if p.returncode != 0:
                 sys.exit(f"error: the {side} script failed on task {t}-{task}:\n{p.stderr[-3000:]}")
-        dirs = {s: os.path.join(o, f"{os.path.basename(model)}lora_RKIF_dataset_id_{order_name}", f"{t}-{task}")
-                for s, o in outputs.items()}
+        dirs = {s: adapter_dir(o, model, "RKIF", order_name, t, task) for s, o in outputs.items()}
         row = {"task": f"{t}-{task}", "final": compare(dirs["released"], dirs["ours"]),
                "losses_released": logged_losses(dirs["released"]), "losses_ours": logged_losses(dirs["ours"])}
         checkpoints = [d for d in os.listdir(dirs["ours"]) if d.startswith("checkpoint-")]

@@ -24,7 +24,7 @@ import sys
 from .data import read_json
 from .errors import InputError
 from .pipeline import run_order
-from .run_folders import run_suffix
+from .run_folders import order_summary_name
 from .settings import MethodSettings
 from .synthetic import write_synthetic_benchmark
 from .tiny import build_tiny_t5, corpus_from_data_dir
@@ -95,6 +95,6 @@ def demo(out_dir=None, tasks=("weather", "sport", "food"), n_train=200, n_dev=50
         print(f"learning check FAILED: RKIF's accuracy right after a task's own training below 0.8: {low['RKIF']}")
         sys.exit(1)
     print("learning check: RKIF reaches >= 0.8 accuracy right after its own training on every task")
-    name = f"accuracy_matrices_dataset_id_demo_order{run_suffix(seed)}.png"
+    name = f"accuracy_matrices_{order_summary_name('demo_order', seed)}.png"
     print(f"accuracy matrices: {os.path.join(out_dir, 'runs', name)}")
 

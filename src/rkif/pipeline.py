@@ -21,7 +21,7 @@ from .methods import METHOD_NAMES, METHODS
 from .metrics import write_report
 from .plots import plot_matrices
 from .recipes import DEFAULT_RECIPE, check_recipe
-from .run_folders import adapter_dir, prediction_dir, run_dir, run_suffix
+from .run_folders import adapter_dir, order_summary_name, prediction_dir, run_dir
 from .scoring import evaluate, matrix_title
 from .settings import BWTSettings, GenerationSettings, PipelineSettings, RunSettings, command, default
 from .tasks import resolve_order
@@ -103,7 +103,7 @@ def run_pipeline(values):
         print(f"done: every task of order {order_name} has its adapter under {output_path}")
         return summary
     rows = [{"method": m, **{k: v for k, v in r.items() if k != "R"}} for m, r in summary.items()]
-    name = f"dataset_id_{order_name}{run_suffix(seed, recipe_name)}"
+    name = order_summary_name(order_name, seed, recipe_name)
     prefix = os.path.join(output_path, f"summary_{name}")
 
     def panel_of(method):

@@ -54,6 +54,12 @@ def prediction_dir(output_path, base_model, method, order_name, kind, model_name
     return run_dir(output_path, base_model, method, order_name, seed, recipe) + f"_{kind}"
 
 
+def order_summary_name(order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
+    """The name of an order's files across methods: {output_path}/summary_{name}.json/.csv and
+    accuracy_matrices_{name}.png."""
+    return f"dataset_id_{order_name}{run_suffix(seed, recipe)}"
+
+
 def shell_defaults(environ):
     """Lines for the shell grids (scripts/common.sh): each of its variables that is unset gets the declared
     default; SEED and RECIPE are checked."""
