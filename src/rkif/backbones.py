@@ -24,6 +24,7 @@ class Backbone:
     title: str  # printed at the start of training
     settings: type  # its own settings group (rkif.settings)
     cutoff_flag: str  # the training cutoff of inputs, which generation compares test inputs with
+    length_flag: str  # the generation settings' cap on a prediction's length
     file_suffix: str  # {task}{file_suffix}.json
     train_fields: tuple  # what every training record must hold
     test_fields: tuple  # and every test record
@@ -62,7 +63,8 @@ def _t5_predictor(values, cutoff):
 
 
 T5 = Backbone(
-    name="t5", title="T5-LoRA", settings=T5Settings, cutoff_flag="max_input_length", file_suffix="_T5",
+    name="t5", title="T5-LoRA", settings=T5Settings, cutoff_flag="max_input_length", length_flag="max_length",
+    file_suffix="_T5",
     train_fields=("input", "output"), test_fields=("id", "input", "output"), task_type="SEQ_2_SEQ_LM",
     check=lambda values: None, load=_load_t5, finish=lambda model, tokenizer: None, features=_t5_features,
     report=lambda plan, tokenizer, values: {}, predictor=_t5_predictor)
@@ -119,7 +121,8 @@ def _llama_predictor(values, cutoff):
 
 
 LLAMA = Backbone(
-    name="llama", title="LLaMA-LoRA", settings=LlamaSettings, cutoff_flag="cutoff_len", file_suffix="",
+    name="llama", title="LLaMA-LoRA", settings=LlamaSettings, cutoff_flag="cutoff_len", length_flag="max_new_tokens",
+    file_suffix="",
     train_fields=("instruction", "input", "output"), test_fields=("id", "instruction", "input", "output"),
     task_type="CAUSAL_LM",
     training_defaults={"train_batch_size_outer": 64, "lora_target_modules": ("q_proj", "v_proj"),
@@ -131,6 +134,7 @@ LLAMA = Backbone(
     predictor=_llama_predictor)
 
 BACKBONES = {b.name: b for b in (T5, LLAMA)}
+LENGTH_FLAGS = {b.length_flag for b in BACKBONES.values()}
 
 
 def get_backbone(name):

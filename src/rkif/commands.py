@@ -5,12 +5,10 @@ them as console commands (pyproject.toml)."""
 from .backbones import LLAMA, T5
 from .command_line import run
 from .generate import generation_command
-from .pipeline import TRAINING_FLAGS, run_order
+from .pipeline import TRAIN, TRAINING_FLAGS, run_order
 from .scoring import scoring_command
-from .training import training_command
 
-train_t5 = training_command(T5)
-train_llama = training_command(LLAMA)
+train_t5, train_llama = TRAIN["t5"], TRAIN["llama"]
 generate_avgperf_t5 = generation_command(T5, "avgPerf")
 generate_bwt_t5 = generation_command(T5, "bwt")
 generate_avgperf_llama = generation_command(LLAMA, "avgPerf")

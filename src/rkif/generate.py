@@ -7,6 +7,7 @@ with --matrix every R[t][i], i <= t). Where the files go and how an interrupted 
 rkif.evaluation; the backbone (rkif.backbones) supplies the predictor.
 """
 
+from .backbones import LENGTH_FLAGS
 from .evaluation import run_generation
 from .methods import get_method
 from .models import check_base_model
@@ -14,9 +15,6 @@ from .errors import InputError
 from .recipes import check_recipe, recipe_values
 from .settings import BWTSettings, GenerationSettings, RunSettings, command
 from .tasks import resolve_order
-
-OTHER_BACKBONE_LENGTH = {"t5": "max_new_tokens", "llama": "max_length"}
-
 
 def generation_command(backbone, kind):
     """The generation script of a backbone for kind avgPerf or bwt (bwt also takes --service_begin_id and
@@ -31,7 +29,7 @@ def generation_command(backbone, kind):
     what = ("the adapter after the last task on every task's test split" if kind == "avgPerf" else
             "the adapter saved after task i on task i's test split (--matrix: after every task t on every i <= t)")
     return command(body, groups, name=f"generate_{kind}", defaults=backbone.generation_defaults,
-                   drop=(OTHER_BACKBONE_LENGTH[backbone.name],),
+                   drop=tuple(LENGTH_FLAGS - {backbone.length_flag}),
                    doc=f"{backbone.title} predictions of {what}.")
 
 

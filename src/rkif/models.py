@@ -39,6 +39,7 @@ def load_pretrained(load, base_model, flag="base_model", **kwargs):
         first = (str(e).strip().splitlines() or [type(e).__name__])[0]
         raise InputError(f"--{flag}: could not load {base_model}: {first}") from None
 
+
 def training_precision(precision, backbone="llama"):
     """(fp16, bf16) Trainer flags. auto (LLaMA): fp32 on CPU; bf16 on a GPU that has it, else fp16.
     T5 takes fp32 (the released recipe) or bf16: its activations overflow float16."""

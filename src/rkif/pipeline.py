@@ -11,7 +11,7 @@ import os
 import sys
 
 from .adapters import adapter_exists
-from .backbones import get_backbone
+from .backbones import BACKBONES, get_backbone
 from .data import read_json
 from .errors import InputError
 from .folder_lock import hold_folder
@@ -26,6 +26,9 @@ from .scoring import evaluate, matrix_title
 from .settings import BWTSettings, GenerationSettings, PipelineSettings, RunSettings, command, default
 from .tasks import resolve_order
 from .training import training_command
+
+
+TRAIN = {name: training_command(backbone) for name, backbone in BACKBONES.items()}  # the training scripts
 
 
 def run_pipeline(values):
@@ -52,7 +55,7 @@ def run_pipeline(values):
         if m not in METHODS:
             raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
     backbone = get_backbone(backbone)
-    train = training_command(backbone)
+    train = TRAIN[backbone.name]
     unknown = set(train_flags) - set(inspect.signature(train).parameters)
     if unknown:
         raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone.name} "
@@ -164,5 +167,4 @@ run_order = command(
         "precision (None: generation's default; with --train_only: the training precision) and truncate_inputs "
         "apply to generation; any other flag goes to the training script.")
 PIPELINE_FLAGS = tuple(p for p in inspect.signature(run_order).parameters if p != "flags")
-TRAINING_FLAGS = tuple(dict.fromkeys(p for b in ("t5", "llama")
-                                     for p in inspect.signature(training_command(get_backbone(b))).parameters))
+TRAINING_FLAGS = tuple(dict.fromkeys(p for fn in TRAIN.values() for p in inspect.signature(fn).parameters))

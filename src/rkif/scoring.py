@@ -11,20 +11,8 @@ from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, predict
 from .generate import check_kind
 from .metrics import write_report
 from .plots import plot_matrices
-from .settings import BWTSettings, RunSettings, command, setting
+from .settings import BWTSettings, RunSettings, ScoringSettings, command
 from .tasks import resolve_order, task_metrics
-from dataclasses import dataclass
-
-
-@dataclass
-class ScoringSettings:
-    """Where the predictions are, when not named from base_model (the released eval scripts' flags)."""
-    model_name: str = setting(None, "the run folders' {model}lora prefix, as the released eval scripts take it "
-                                    "(e.g. t5-largelora); else named from --base_model")
-    pred_dir: str = setting(None, "score this prediction folder")
-    avgperf_dir: str = setting(None, "bwt: the avgPerf folder it is compared with")
-    test_data_name: str = setting(None, "bwt: the bwt folder's name under output_path (released flag)")
-    test_data_name2: str = setting(None, "bwt: the avgPerf folder's name under output_path (released flag)")
 
 
 def scoring_command(kind):

@@ -152,6 +152,17 @@ class BWTSettings:
 
 
 @dataclass
+class ScoringSettings:
+    """Where the predictions are, when not named from base_model (the released eval scripts' flags)."""
+    model_name: str = setting(None, "the run folders' {model}lora prefix, as the released eval scripts take it "
+                                    "(e.g. t5-largelora); else named from --base_model")
+    pred_dir: str = setting(None, "score this prediction folder")
+    avgperf_dir: str = setting(None, "bwt: the avgPerf folder it is compared with")
+    test_data_name: str = setting(None, "bwt: the bwt folder's name under output_path (released flag)")
+    test_data_name2: str = setting(None, "bwt: the avgPerf folder's name under output_path (released flag)")
+
+
+@dataclass
 class PipelineSettings:
     """run_pipeline.py: train every task of an order, generate, score, for several methods."""
     methods: str = setting("RKIF", "comma-separated methods, each a sequence of its own")
@@ -173,31 +184,30 @@ def pick(group, values):
     return group(**{f.name: values[f.name] for f in fields(group) if f.name in values})
 
 
-def parameters(groups, defaults=None, drop=()):
-    """The inspect.Parameters of the groups' fields, in order (a group may be (group, names) for some of its
-    fields), each with its declared default unless `defaults` holds another one."""
-    params, seen = [], set()
+def selected_fields(groups, drop=()):
+    """The groups' fields in order, each name once (its first declaration); a group may be (group, names) for
+    some of its fields."""
+    seen = set(drop)
     for group in groups:
         group, names = group if isinstance(group, tuple) else (group, None)
         for f in fields(group):
-            if (names is not None and f.name not in names) or f.name in drop or f.name in seen:
-                continue
-            seen.add(f.name)
-            params.append(inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                                            default=(defaults or {}).get(f.name, f.default),
-                                            annotation=f.type if isinstance(f.type, type) and f.type is not object
-                                            else inspect.Parameter.empty))
-    return params
+            if (names is None or f.name in names) and f.name not in seen:
+                seen.add(f.name)
+                yield f
+
+
+def parameters(groups, defaults=None, drop=()):
+    """The inspect.Parameters of the selected fields, each with its declared default unless `defaults` holds
+    another one."""
+    return [inspect.Parameter(f.name, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              default=(defaults or {}).get(f.name, f.default),
+                              annotation=f.type if isinstance(f.type, type) and f.type is not object
+                              else inspect.Parameter.empty)
+            for f in selected_fields(groups, drop)]
 
 
 def help_lines(groups, drop=()):
-    out = {}
-    for group in groups:
-        group, names = group if isinstance(group, tuple) else (group, None)
-        for f in fields(group):
-            if (names is None or f.name in names) and f.name not in drop:
-                out.setdefault(f.name, f.metadata.get("help", ""))
-    return out
+    return {f.name: f.metadata.get("help", "") for f in selected_fields(groups, drop)}
 
 
 def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False):
@@ -219,6 +229,7 @@ def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False
     helps = help_lines(groups, drop)
     fn.__signature__ = signature
     fn.__name__ = fn.__qualname__ = name
+    fn.flag_help = helps
     # Google-style Args: fire shows each line beside its flag in --help
     fn.__doc__ = doc.rstrip() + "\n\nArgs:\n" + "\n".join(f"    {p.name}: {helps.get(p.name, '')}" for p in params
                                                           if p.kind is not p.VAR_KEYWORD)
@@ -235,10 +246,7 @@ def flags_markdown(commands, recipes=None):
              "(`--recipe rkif` or `olora`, `src/rkif/recipes.py`); a flag given on the command line always wins.", ""]
     for title, fn, backbone in commands:
         lines += [f"## {title}", "", "| flag | default | help |", "|---|---|---|"]
-        helps = {}
-        for part in fn.__doc__.split("Args:\n", 1)[1].splitlines():
-            key, _, text = part.strip().partition(": ")
-            helps[key] = text
+        helps = fn.flag_help
         for p in inspect.signature(fn).parameters.values():
             if p.kind is p.VAR_KEYWORD:
                 lines.append("| (any training flag) | | passed on to the training script |")

@@ -215,10 +215,6 @@ def checked_plain(checkpoint):
     return checkpoint
 
 
-
-
-
-
 REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)}
 
 
@@ -238,8 +234,6 @@ def parse_report_to(value):
             raise InputError(f"--report_to {name}: the optional {REPORTERS[name][0]} package is not installed "
                              f"(pip install {REPORTERS[name][0]})")
     return names
-
-
 
 
 def train_and_save(*, plan, model, features, data_collator, kif, training, batches, settings, backbone,
