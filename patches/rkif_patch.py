@@ -123,8 +123,10 @@ def find_transformers(explicit):
     found = re.search(r'^__version__ = "([^"]+)"', read(init), re.M)
     version = found.group(1) if found else "unknown"
     if version != VERSION:
-        raise SystemExit(f"error: {folder} holds transformers {version}; this patch is for transformers {VERSION} only "
-                         f"(pip install transformers=={VERSION})")
+        raise SystemExit(f"error: {folder} holds transformers {version}; this patch is for transformers {VERSION} only, "
+                         f"the reproduction stack (make install, or pip install transformers=={VERSION}). On the current "
+                         "stack (transformers 5.x) no patch is needed or possible: the training scripts run the loop in "
+                         "a Trainer subclass on the stock install (docs/stacks.md)")
     return folder
 
 

@@ -3,6 +3,7 @@ import os
 
 import pytest
 
+from rkif.compat import save_adapter
 from rkif.synthetic import write_synthetic_benchmark
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir
 
@@ -46,7 +47,7 @@ def random_lora_adapter(model_class, base_model, folder, targets, task_type, sca
         for n, p in model.named_parameters():
             if "lora_" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * scale)
-    model.save_pretrained(str(folder))
+    save_adapter(model, str(folder))
     return model
 
 

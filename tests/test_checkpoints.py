@@ -7,6 +7,7 @@ import types
 
 import pytest
 import torch
+import transformers
 
 from rkif.adapters import lora_parameters
 from rkif.checkpoints import (COMPLETE, AdapterCheckpointMixin, checkpoint_folders, incomplete_reason,
@@ -78,29 +79,23 @@ def test_newest_complete_checkpoint_skips_newer_incomplete_ones(tmp_path):
     assert path == five and [p for p, _ in skipped] == [fifteen, ten]
 
 
-class RecordingTrainer:
-    """Stands for transformers.Trainer under the mixin: records the stock rotation it is asked for."""
-
-    def _rotate_checkpoints(self, use_mtime=False, output_dir=None):
-        self.rotated = (use_mtime, output_dir)
-
-
-class Rotating(AdapterCheckpointMixin, RecordingTrainer):
+class Rotating(AdapterCheckpointMixin, transformers.Trainer):
     pass
 
 
 def test_rotation_removes_incomplete_checkpoints_first_and_waits_while_deferred(tmp_path):
-    trainer = object.__new__(Rotating)  # no Trainer behind it: only the rotation is exercised
-    trainer.args = types.SimpleNamespace(save_total_limit=2)
+    trainer = object.__new__(Rotating)  # a Trainer that was never set up: only the rotation is exercised
+    trainer.args = types.SimpleNamespace(save_total_limit=2, output_dir=str(tmp_path))
+    trainer.state = types.SimpleNamespace(best_model_checkpoint=None)
     trainer._defer_rotation = True
-    done = write_checkpoint(tmp_path / "checkpoint-5", {"a": "1"})
-    broken = write_checkpoint(tmp_path / "checkpoint-10", {"a": "1"}, complete=False)
-    trainer._rotate_checkpoints(use_mtime=True, output_dir=str(tmp_path))
-    assert os.path.isdir(broken) and not hasattr(trainer, "rotated")  # deferred until the new one is complete
+    oldest, older, newest = (write_checkpoint(tmp_path / f"checkpoint-{n}", {"a": "1"}) for n in (5, 10, 15))
+    broken = write_checkpoint(tmp_path / "checkpoint-20", {"a": "1"}, complete=False)
+    trainer._rotate_checkpoints(use_mtime=False, output_dir=str(tmp_path))
+    assert all(os.path.isdir(p) for p in (oldest, older, newest, broken))  # deferred until the new one is complete
     trainer._defer_rotation = False
-    trainer._rotate_checkpoints(use_mtime=True, output_dir=str(tmp_path))
-    assert not os.path.exists(broken) and os.path.isdir(done)
-    assert trainer.rotated == (True, str(tmp_path))  # then the stock rotation (save_total_limit) of the rest
+    trainer._rotate_checkpoints(use_mtime=False, output_dir=str(tmp_path))
+    # the incomplete one first, then the stack's stock rotation keeps the newest save_total_limit of the rest
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-10", "checkpoint-15"]
 
 
 def test_plain_lora_task_resumes_from_adapter_checkpoint_to_the_same_weights(tiny_t5, bench_dir, tmp_path):

@@ -4,11 +4,14 @@ import json
 import os
 
 import pytest
+import peft
 import torch
+import transformers
 from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM
 
 from conftest import TASKS, cli_args
+from rkif.compat import STACK, model_load_kwargs, optimizer_steps_per_epoch
 from rkif.commands import finetune_t5_main as main
 
 @pytest.fixture(scope="module")
@@ -40,15 +43,15 @@ def test_three_tasks_chain_real_adapters(runs, tiny_t5, method):
         info = json.load(open(os.path.join(d, "run_info.json")))
         assert info["task"] == TASKS[t] and info["settings"]["method_name"] == method
         assert info["effective_batch_size"] == 4 and info["world_size"] == 1
-        assert info["versions"]["transformers"] == "4.28.1" and info["versions"]["peft"] == "0.4.0"
+        assert info["versions"]["transformers"] == transformers.__version__
+        assert info["versions"]["peft"] == peft.__version__
         assert info["wall_time_s"] > 0
         expected_prev = None if t == 0 else task_dir(runs, tiny_t5, method, t - 1)
         assert info["previous_adapter"] == expected_prev
-        # 24 examples (+ memory for Replay), micro-batch 2 x accumulation 2, 2 epochs; the Trainer counts
-        # len(dataloader) // accumulation optimizer steps per epoch
+        # 24 examples (+ memory for Replay), micro-batch 2 x accumulation 2, 2 epochs
         n_train = 24 + (6 * t if method == "Replay" else 0)
         assert info["num_train_examples"] == n_train
-        assert info["global_steps"] == 2 * (-(-n_train // 2) // 2)
+        assert info["global_steps"] == 2 * optimizer_steps_per_epoch(-(-n_train // 2), 2)
         fusions = info["kif"]["fusions"]
         if method == "RKIF" and t > 0:
             assert info["kif"]["memory_size"] == 6 * t
@@ -110,8 +113,9 @@ def test_base_model_loading_leaves_the_torch_rng_to_the_lora_initialisation(tiny
     """As the released device_map loading: the first draws after set_seed initialise the LoRA, not the base."""
     torch.manual_seed(42)
     before = torch.get_rng_state()
-    fast = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5, low_cpu_mem_usage=True)  # what the scripts do
+    fast = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5, **model_load_kwargs(skip_init=True))  # what the scripts do
     assert torch.equal(torch.get_rng_state(), before)
     plain = AutoModelForSeq2SeqLM.from_pretrained(tiny_t5)
-    assert not torch.equal(torch.get_rng_state(), before)  # default loading initialises, then overwrites
+    if STACK == "pinned":  # 4.28.1's default loading initialises, then overwrites; 5.x never initialises
+        assert not torch.equal(torch.get_rng_state(), before)
     assert all(torch.equal(a, b) for a, b in zip(fast.state_dict().values(), plain.state_dict().values()))

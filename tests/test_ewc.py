@@ -215,6 +215,7 @@ def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_di
     model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
     features, collate = t5_features(tiny_t5, bench_dir, n=12)
     trainer = SimpleNamespace(model=model, data_collator=collate, _prepare_inputs=lambda b: b, do_grad_scaling=False,
+                              accelerator=SimpleNamespace(scaler=None),
                               compute_loss_context_manager=contextlib.nullcontext)
     plan = SimpleNamespace(previous_adapter=None)
 

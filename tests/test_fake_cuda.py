@@ -14,6 +14,7 @@ import weakref
 from contextlib import contextmanager
 
 import numpy as np
+from rkif.compat import save_adapter
 import pytest
 import torch
 from peft import TaskType
@@ -70,7 +71,7 @@ def task0(tiny_t5, tmp_path_factory):
     folder = str(tmp_path_factory.mktemp("task0"))
     model = new_lora_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), r=4, alpha=8, dropout=0.0,
                            target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM)
-    model.save_pretrained(folder)
+    save_adapter(model, folder)
     params = lora_parameters(model)
     torch.save({"fisher": {n: torch.rand(p.shape) for n, p in params.items()},
                 "theta_prev": {n: p.detach().clone() for n, p in params.items()},
@@ -274,6 +275,7 @@ def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_d
     skipped by the scaler, enters no importance and does not advance the separate outer schedule."""
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
 
+    from rkif.compat import grad_scaler, install_grad_scaler
     from rkif.settings import KIFConfig
     from rkif.seq2seq import tokenize_seq2seq
     from rkif.loop import FeatureList
@@ -292,7 +294,7 @@ def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_d
                                   memory_dataset=features)
     trainer.create_optimizer_and_scheduler(num_training_steps=4)
     trainer.state.max_steps = 4
-    trainer.do_grad_scaling, trainer.scaler = True, torch.amp.GradScaler("cpu", init_scale=2.0 ** 8)
+    install_grad_scaler(trainer, torch.amp.GradScaler("cpu", init_scale=2.0 ** 8))
     trainer._kif_begin()
     params = lora_parameters(model)
     first = next(iter(params.values()))
@@ -301,7 +303,7 @@ def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_d
     trainer.outer_step(trainer.draw_memory_batch()[1])
     handle.remove()
     assert trainer.outer_tracker.nonfinite_skips == 1 and trainer.outer_tracker.num_updates == 0
-    assert trainer.outer_scheduler.last_epoch == 0 and trainer.scaler.get_scale() == 2.0 ** 7
+    assert trainer.outer_scheduler.last_epoch == 0 and grad_scaler(trainer).get_scale() == 2.0 ** 7
     assert all(torch.equal(p, before[n]) for n, p in params.items())  # the scaler skipped the step
     trainer.outer_step(trainer.draw_memory_batch()[1])
     assert trainer.outer_tracker.num_updates == 1 and trainer.outer_scheduler.last_epoch == 1

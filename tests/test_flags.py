@@ -79,7 +79,7 @@ def test_target_modules_resolve_to_whole_linear_names(tiny_t5, tmp_path):
     for names, message in ((["q", "zz"], "no module of the model is named 'zz'; Linear layers are named e.g."),
                            (["block"], "'block' names encoder.block (ModuleList), not a Linear layer")):
         with pytest.raises(InputError) as e:
-            resolve_target_modules(model, names)
+            resolve_target_modules(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), names)
         assert message in str(e.value)
 
 

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 
+from rkif.compat import save_adapter
 import pytest
 import torch
 
@@ -117,7 +118,7 @@ def test_full_disk_while_writing_predictions(tiny_t5, bench_dir, tmp_path):
     out = str(tmp_path / "out")
     model = get_peft_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), LoraConfig(
         r=4, lora_alpha=8, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM))
-    model.save_pretrained(adapter_dir(out, tiny_t5, "RKIF", "order", 2, "food"))
+    save_adapter(model, adapter_dir(out, tiny_t5, "RKIF", "order", 2, "food"))
     cmd = [sys.executable, os.path.join(ROOT, "src", "generate_avgPerf_t5lora.py"), f"--base_model={tiny_t5}",
            f"--dataset_id={os.path.join(bench_dir, 'order.json')}", f"--data_dir={bench_dir}", f"--output_path={out}",
            "--batch_size=2", "--max_length=8", "--precision=fp32"]

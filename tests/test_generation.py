@@ -1,6 +1,7 @@
 import json
 import os
 
+from rkif.compat import save_adapter
 import pytest
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
@@ -125,7 +126,7 @@ def test_batched_greedy_equals_one_at_a_time(tiny_t5, bench_dir, tmp_path):
         for n, p in model.named_parameters():
             if "lora_" in n:
                 p.copy_(torch.randn(p.shape, generator=g) * 0.5)
-    model.save_pretrained(str(tmp_path / "adapter"))
+    save_adapter(model, str(tmp_path / "adapter"))
     m, tok, device = load_seq2seq_for_generation(tiny_t5, str(tmp_path / "adapter"))
     with open(os.path.join(bench_dir, "test", "sport_T5.json")) as f:
         texts = [r["input"] for r in json.load(f)]

@@ -5,6 +5,7 @@ import json
 import math
 import os
 
+from rkif.compat import save_adapter
 import pytest
 import torch
 from peft import LoraConfig, TaskType, get_peft_model
@@ -212,7 +213,8 @@ def test_llama_generation_feeds_the_whole_prompt(tiny_llama, tok, llama_adapter,
     ids = tok(alpaca_prompt(LONG["instruction"], LONG["input"]))["input_ids"]
     expected = manual_greedy(merged, tok, ids, 6)
     assert whole(records)[0] == expected
-    short_ids = ids[:1] + ids[-15:]  # --truncate_inputs: BOS and the prompt's last 15 tokens
+    # --truncate_inputs: BOS (LLaMA-2's tokenizer adds one) and the prompt's last 15 tokens, else the last 16
+    short_ids = ids[:1] + ids[-15:] if ids[0] == tok.bos_token_id else ids[-16:]
     expected_cut = manual_greedy(merged, tok, short_ids, 6)
     assert cut(records)[0] == expected_cut
     # a prompt over the model's context window: cut to window - max_new_tokens, with a warning naming it
@@ -222,7 +224,8 @@ def test_llama_generation_feeds_the_whole_prompt(tiny_llama, tok, llama_adapter,
                         names=["l_0"])
     err = capsys.readouterr().err
     assert "warning: l_0: the prompt has" in err and f"cut to {P - 10} tokens" in err
-    window_ids = ids[:1] + ids[len(ids) - (P - 10) + 1:]
+    keep = P - 10
+    window_ids = ids[:1] + ids[len(ids) - keep + 1:] if ids[0] == tok.bos_token_id else ids[len(ids) - keep:]
     assert got == [manual_greedy(merged, tok, window_ids, 6)]
 
 
@@ -245,7 +248,7 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
     out = str(tmp_path / "out")
     tasks = json.load(open(os.path.join(bench_dir, "order.json")))
     order = os.path.join(bench_dir, "order.json")
-    model.save_pretrained(adapter_dir(out, tiny_t5, "RKIF", "order", len(tasks) - 1, tasks[-1]))
+    save_adapter(model, adapter_dir(out, tiny_t5, "RKIF", "order", len(tasks) - 1, tasks[-1]))
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     cutoff = 12
     common = dict(base_model=tiny_t5, dataset_id=order, method_name="RKIF", data_dir=bench_dir, batch_size=4,
@@ -283,3 +286,12 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
     assert summary["test_inputs_over_training_cutoff"] == {k: v["over_training_cutoff"] for k, v in info.items()}
     metrics = json.load(open(os.path.join(whole_dir, "metrics.json")))
     assert metrics["test_inputs_over_training_cutoff"] == summary["test_inputs_over_training_cutoff"]
+
+
+def test_the_window_cut_keeps_bos_found_by_its_id():
+    from rkif.causal import cut_prompt_ids
+
+    assert cut_prompt_ids([1, 5, 6, 7, 8], 3, bos_id=1) == [1, 7, 8]  # LLaMA-2: BOS first, kept
+    assert cut_prompt_ids([5, 6, 7, 8], 3, bos_id=1) == [6, 7, 8]  # a tokenizer that adds no BOS: nothing kept
+    assert cut_prompt_ids([5, 6, 7, 8], 3, bos_id=None) == [6, 7, 8]  # nor one without a BOS token
+    assert cut_prompt_ids([1, 5], 3, bos_id=1) == [1, 5] and cut_prompt_ids([1, 5], None, bos_id=1) == [1, 5]

@@ -18,10 +18,10 @@ def outer_sizes(monkeypatch):
     seen = []
     original = RecurrentKIFTrainer.training_step
 
-    def recording(self, model, inputs):
+    def recording(self, model, inputs, *args):
         if self._in_outer_loop:
             seen.append(len(inputs["input_ids"]))
-        return original(self, model, inputs)
+        return original(self, model, inputs, *args)
 
     monkeypatch.setattr(RecurrentKIFTrainer, "training_step", recording)
     return seen

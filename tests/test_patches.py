@@ -12,6 +12,8 @@ import pytest
 import torch
 import transformers
 
+from rkif.compat import STACK
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 PATCH = os.path.join(ROOT, "patches", "rkif_patch.py")
 FILES = ("trainer.py", "training_args.py")
@@ -34,6 +36,21 @@ def copy(tmp_path_factory):
     return root
 
 
+pinned_only = pytest.mark.skipif(STACK != "pinned", reason="patches/ patches transformers 4.28.1 only")
+
+
+@pytest.mark.skipif(STACK == "pinned", reason="the current stack's refusal")
+def test_the_current_stack_is_refused_with_the_way_out(copy):
+    tf = str(copy / "transformers")
+    before = {f: sha(os.path.join(tf, f)) for f in FILES}
+    p = patch("apply", "--transformers_dir", tf)
+    assert p.returncode != 0 and p.stderr.count("\n") == 1
+    assert f"holds transformers {transformers.__version__}; this patch is for transformers 4.28.1 only" in p.stderr
+    assert "make install" in p.stderr and "Trainer subclass" in p.stderr
+    assert {f: sha(os.path.join(tf, f)) for f in FILES} == before
+
+
+@pinned_only
 def test_apply_twice_run_the_released_calls_and_revert(copy, tiny_t5, bench_dir, tmp_path):
     tf = str(copy / "transformers")
     before = {f: sha(os.path.join(tf, f)) for f in FILES}
@@ -88,6 +105,7 @@ def test_apply_twice_run_the_released_calls_and_revert(copy, tiny_t5, bench_dir,
     assert "not patched" in patch("revert", "--transformers_dir", tf).stdout
 
 
+@pinned_only
 def test_out_folder_leaves_the_installation_untouched(copy, tmp_path):
     tf = str(copy / "transformers")
     before = {f: sha(os.path.join(tf, f)) for f in FILES}
@@ -106,6 +124,7 @@ def test_other_version_or_edited_files_are_refused(copy, tmp_path):
     (other / "__init__.py").write_text('__version__ = "4.29.0"\n')
     p = patch("apply", "--transformers_dir", str(other))
     assert p.returncode != 0 and "holds transformers 4.29.0; this patch is for transformers 4.28.1 only" in p.stderr
+    assert p.stderr.count("\n") == 1  # one error line
     (other / "__init__.py").write_text('__version__ = "4.28.1"\n')
     with open(other / "trainer.py", "a") as f:
         f.write("\n# local edit\n")

@@ -8,6 +8,7 @@ import pytest
 
 from rkif.backbones import LLAMA, T5
 from rkif.commands import COMMANDS, generate_bwt_llama, train_llama, train_t5
+from rkif.compat import training_argument
 from rkif.recipes import RECIPE_FLAGS
 from rkif.settings import KIFConfig, TrainingSettings, command, default, help_lines, pick
 from rkif.training import BatchShape, trainer_arguments
@@ -64,7 +65,7 @@ def test_trainer_arguments_follow_the_released_recipe(validate, tmp_path):
     assert (args.weight_decay, args.max_grad_norm, args.save_steps, args.save_total_limit) == (0.0, 1.0, 7, 2)
     assert args.per_device_eval_batch_size == 8 and args.logging_steps == 3 and args.report_to == []
     assert args.load_best_model_at_end is validate
-    assert args.evaluation_strategy.value == ("steps" if validate else "no")
+    assert training_argument(args, "evaluation_strategy").value == ("steps" if validate else "no")
     assert args.metric_for_best_model == ("eval_loss" if validate else None)
 
 

@@ -7,6 +7,7 @@ import torch
 from peft import PeftModel
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
+from rkif.compat import STACK
 from rkif.adapters import lora_parameters, save_adapter_atomically
 from rkif.fusion import global_mask
 
@@ -144,9 +145,10 @@ def test_collating_never_grows_the_stored_features(tiny_t5):
         batch = collate([stored[0], stored[1]])
         assert batch["labels"].shape == (2, 8)
     assert stored.features == feats
-    plain = [dict(f) for f in feats]
-    collate(plain)  # what FeatureList prevents: the collator pads the caller's dicts
-    assert len(plain[0]["labels"]) == 8
+    if STACK == "pinned":  # 4.28.1's collator pads the caller's dicts, which FeatureList prevents
+        plain = [dict(f) for f in feats]
+        collate(plain)
+        assert len(plain[0]["labels"]) == 8
 
 
 def test_fusions_are_logged_for_tensorboard_and_kept_per_fusion(tiny_t5, bench_dir, tmp_path):

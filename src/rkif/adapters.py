@@ -10,6 +10,7 @@ import shutil
 
 from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
+from . import compat
 from .plain_data import load_plain
 
 ADAPTER_WEIGHTS = "adapter_model.bin"
@@ -51,7 +52,7 @@ def save_adapter_atomically(model, directory, extra_files=None):
     os.makedirs(directory, exist_ok=True)
     tmp = os.path.join(directory, ".adapter.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    compat.save_adapter(model, tmp)
     for name, content in (extra_files or {}).items():
         if callable(content):  # a writer of a binary file
             content(os.path.join(tmp, name))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .causal import (causal_predictor_factory, check_long_prompts, check_template, load_tokenizer,
                      long_prompt_report, tokenize_causal)
+from . import compat
 from .errors import InputError
 from .models import load_pretrained
 from .seq2seq import seq2seq_predictor_factory, tokenize_seq2seq
@@ -41,14 +42,20 @@ class Backbone:
 
 # T5
 
+def _check_t5(values):
+    if compat.is_gguf(values["base_model"]):
+        raise InputError(f"--base_model {values['base_model']}: GGUF files are read on the causal LM path "
+                         "(finetune_KIF_llama.py and its generators); give T5 as a model folder")
+
+
 def _load_t5(values, fp16, bf16):
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, values["base_model"], cache_dir=values["cache_dir"])
-    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
-    # of the torch RNG after set_seed, as with the released device_map="auto" loading.
+    # Weights loaded without initialisation, so the LoRA initialisation takes the first draws of the
+    # torch RNG after set_seed, as with the released device_map="auto" loading.
     model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, values["base_model"],
-                            cache_dir=values["cache_dir"], low_cpu_mem_usage=True)
+                            cache_dir=values["cache_dir"], **compat.model_load_kwargs(skip_init=True))
     return model, tokenizer
 
 
@@ -66,7 +73,7 @@ T5 = Backbone(
     name="t5", title="T5-LoRA", settings=T5Settings, cutoff_flag="max_input_length", length_flag="max_length",
     file_suffix="_T5",
     train_fields=("input", "output"), test_fields=("id", "input", "output"), task_type="SEQ_2_SEQ_LM",
-    check=lambda values: None, load=_load_t5, finish=lambda model, tokenizer: None, features=_t5_features,
+    check=_check_t5, load=_load_t5, finish=lambda model, tokenizer: None, features=_t5_features,
     report=lambda plan, tokenizer, values: {}, predictor=_t5_predictor)
 
 
@@ -85,19 +92,18 @@ def _load_llama(values, fp16, bf16):
     from transformers import AutoModelForCausalLM
 
     tokenizer = load_tokenizer(values["base_model"], values["cache_dir"])
-    # low_cpu_mem_usage skips weight initialisation, so the LoRA initialisation takes the first draws
-    # of the torch RNG after set_seed, as with the released device_map loading.
-    kwargs = {"torch_dtype": torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
-              "low_cpu_mem_usage": True}
+    # Weights loaded without initialisation, so the LoRA initialisation takes the first draws of the
+    # torch RNG after set_seed, as with the released device_map loading. A GGUF file is dequantised
+    # to the training precision.
+    kwargs = compat.model_load_kwargs(torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
+                                      skip_init=True)
     if values["load_8bit"]:
-        kwargs = {"load_in_8bit": True, "torch_dtype": torch.float16,
-                  "device_map": {"": int(os.environ.get("LOCAL_RANK", 0))}}
-    model = load_pretrained(AutoModelForCausalLM.from_pretrained, values["base_model"], cache_dir=values["cache_dir"],
-                            **kwargs)
+        kwargs = compat.load_8bit_kwargs(int(os.environ.get("LOCAL_RANK", 0)))
+    source, gguf = compat.pretrained_source(values["base_model"], model=True)
+    model = compat.dense_model(load_pretrained(AutoModelForCausalLM.from_pretrained, source,
+                                               cache_dir=values["cache_dir"], **gguf, **kwargs))
     if values["load_8bit"]:
-        from peft import prepare_model_for_int8_training
-
-        model = prepare_model_for_int8_training(model)
+        model = compat.prepare_8bit(model)
     return model, tokenizer
 
 

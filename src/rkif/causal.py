@@ -63,8 +63,23 @@ def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=False, 
         prompt_ids, _ = _tokenize(tokenizer, alpaca_prompt(record["instruction"], record["input"]), cutoff_len,
                                   add_eos=add_eos_token)
         prompt_len = len(prompt_ids) - (1 if add_eos_token else 0)
+        if ids[:prompt_len] != prompt_ids[:prompt_len]:
+            return _features_across_a_merge(record, tokenizer, prompt_ids[:prompt_len], cutoff_len)
         labels = [-100] * prompt_len + labels[prompt_len:]
     return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def _features_across_a_merge(record, tokenizer, prompt_ids, cutoff_len):
+    """An example whose prompt's tokens are not a prefix of prompt + output's: a BPE merge across the
+    boundary (an output that starts with whitespace or punctuation, say). Masking len(prompt) tokens of
+    the joint tokenization would hide the output's first token or label the prompt's last, so the
+    example is the prompt's own tokens (what generation is given) followed by the output's tokens alone
+    and EOS, cut at the cutoff; the labels are exactly the output and EOS. (LLaMA's sentencepiece
+    tokenizer never merges across the Alpaca prompt's final newline: the released data never comes here.)"""
+    output_ids = tokenizer(record["output"], add_special_tokens=False)["input_ids"]
+    ids = (list(prompt_ids) + list(output_ids) + [tokenizer.eos_token_id])[:cutoff_len]
+    labels = [-100] * len(prompt_ids) + ids[len(prompt_ids):]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels[:len(ids)]}
 
 
 def _full_length(tokenizer, record, input_text):
@@ -159,14 +174,30 @@ def long_prompt_report(plan, tokenizer, cutoff_len, rule):
 
 
 def load_tokenizer(base_model, cache_dir=None):
-    from transformers import LlamaTokenizer
-
+    """The causal LM's tokenizer, padding on the left with pad_id(tokenizer). LlamaTokenizer (sentencepiece,
+    pad 0 as released) on the pinned stack; the model's own (AutoTokenizer, or a GGUF file's) on the current."""
+    from .compat import causal_tokenizer_class, pretrained_source
     from .models import load_pretrained
 
-    tokenizer = load_pretrained(LlamaTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
-    tokenizer.pad_token_id = PAD_ID
+    source, gguf = pretrained_source(base_model)
+    tokenizer = load_pretrained(causal_tokenizer_class().from_pretrained, source, cache_dir=cache_dir, **gguf)
+    tokenizer.pad_token_id = pad_id(tokenizer)
     tokenizer.padding_side = "left"
     return tokenizer
+
+
+def pad_id(tokenizer):
+    """The id that pads batches: 0 (unk) for LLaMA's sentencepiece vocabulary, as released; otherwise the
+    tokenizer's own pad token unless it is EOS (many chat models pad with EOS, which is a label), then
+    its unk token, and EOS only where it has neither (labels are padded with -100 either way)."""
+    from .compat import CURRENT
+
+    if not CURRENT:
+        return PAD_ID
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if candidate is not None and candidate != tokenizer.eos_token_id:
+            return candidate
+    return tokenizer.eos_token_id
 
 
 def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
@@ -174,24 +205,29 @@ def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_
     import torch
     from transformers import AutoModelForCausalLM
 
+    from .compat import dense_model, model_load_kwargs, pretrained_source
     from .models import load_pretrained
     from .numerics import assemble, generation_numerics
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     numerics = generation_numerics(precision, device, "llama")
     tokenizer = load_tokenizer(base_model, cache_dir)
-    model = load_pretrained(AutoModelForCausalLM.from_pretrained, base_model, cache_dir=cache_dir,
-                            torch_dtype=getattr(torch, numerics.dtype))
+    source, gguf = pretrained_source(base_model, model=True)
+    model = dense_model(load_pretrained(AutoModelForCausalLM.from_pretrained, source, cache_dir=cache_dir, **gguf,
+                                        **model_load_kwargs(getattr(torch, numerics.dtype))))
     model = assemble(model, adapter_dir, numerics)
-    model.config.pad_token_id = PAD_ID
+    model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer, device
 
 
-def cut_prompt_ids(ids, limit):
-    """A prompt's ids cut to ``limit`` tokens from the beginning: BOS and the last limit - 1 tokens
-    stay, so the "### Response:" that the answer follows is kept (what a tokenizer with
-    truncation_side="left" does)."""
-    return ids if limit is None or len(ids) <= limit else ids[:1] + ids[len(ids) - limit + 1:]
+def cut_prompt_ids(ids, limit, bos_id=None):
+    """A prompt's ids cut to ``limit`` tokens from the beginning: its BOS (when the first id is bos_id) and
+    the last tokens stay, so the "### Response:" that the answer follows is kept (what a tokenizer with
+    truncation_side="left" does). Tokenizers that add no BOS keep the last ``limit`` tokens."""
+    if limit is None or len(ids) <= limit:
+        return ids
+    keep = 1 if ids and bos_id is not None and ids[0] == bos_id else 0
+    return ids[:keep] + ids[len(ids) - limit + keep:]
 
 
 def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_prompt_tokens=None, names=None):
@@ -208,7 +244,8 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
     import torch
 
     window = getattr(model.config, "max_position_embeddings", None)
-    ids = [cut_prompt_ids(x, max_prompt_tokens) for x in tokenizer(prompts, padding=False)["input_ids"]]
+    bos = tokenizer.bos_token_id
+    ids = [cut_prompt_ids(x, max_prompt_tokens, bos) for x in tokenizer(prompts, padding=False)["input_ids"]]
     if window:
         for k, x in enumerate(ids):
             if len(x) > window:
@@ -216,26 +253,26 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
                 print(f"warning: {name}: the prompt has {len(x)} tokens, more than the model's context window "
                       f"({window}); its beginning is cut to {max(window - max_new_tokens, 1)} tokens, keeping the end "
                       "(instruction and input lose their start; \"### Response:\" stays)", file=sys.stderr)
-                ids[k] = cut_prompt_ids(x, max(window - max_new_tokens, 1))
+                ids[k] = cut_prompt_ids(x, max(window - max_new_tokens, 1), bos)
     enc = tokenizer.pad({"input_ids": ids}, padding=True, return_tensors="pt").to(device)
     with torch.inference_mode():
         out = model.generate(**enc, max_new_tokens=max_new_tokens, num_beams=1, do_sample=False,
-                             pad_token_id=PAD_ID, eos_token_id=tokenizer.eos_token_id)
+                             pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
     width = enc["input_ids"].shape[1]
     answers = []
     for prompt, row in zip(ids, out.tolist()):
         new = row[width:]
         if tokenizer.eos_token_id in new:  # what follows the first EOS is padding of a finished row
             new = new[:new.index(tokenizer.eos_token_id) + 1]
-        answers.append(released_answer(tokenizer.decode(prompt + new)))
+        answers.append(released_answer(tokenizer.decode(prompt + new), tokenizer.eos_token))
     return answers
 
 
-def released_answer(text):
+def released_answer(text, eos_token="</s>"):
     """The answer as the released generator and scorer take it from the decoded sequence (special
-    tokens included): the text after "### Response:", stripped, with </s> removed."""
+    tokens included): the text after "### Response:", stripped, with the model's EOS (LLaMA: </s>) removed."""
     parts = text.split(RESPONSE_SPLIT)
-    return parts[1].strip().replace("</s>", "") if len(parts) > 1 else ""
+    return parts[1].strip().replace(eos_token, "") if len(parts) > 1 else ""
 
 
 def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128,

@@ -25,6 +25,7 @@ from transformers.modeling_utils import unwrap_model
 from transformers.trainer_callback import TrainerCallback
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
+from . import compat
 from .adapters import ADAPTER_WEIGHTS, load_adapter_weights
 from .errors import write_failed
 from .plain_data import load_plain
@@ -168,7 +169,7 @@ class AdapterCheckpointMixin:
     def _save_extra_state(self, checkpoint):
         pass
 
-    def _save_checkpoint(self, model, trial, metrics=None):
+    def _save_checkpoint(self, model, trial, *args, **kwargs):  # 4.28.1 passes metrics too
         checkpoint = os.path.join(self._get_output_dir(trial=trial),
                                   f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         if self.args.should_save and os.path.exists(os.path.join(checkpoint, COMPLETE)):
@@ -176,7 +177,8 @@ class AdapterCheckpointMixin:
         try:
             self._defer_rotation = True
             try:
-                super()._save_checkpoint(model, trial, metrics)
+                with compat.rotation_held(self):
+                    super()._save_checkpoint(model, trial, *args, **kwargs)
             finally:
                 self._defer_rotation = False
             self._save_extra_state(checkpoint)
@@ -201,14 +203,16 @@ class AdapterCheckpointMixin:
             for path in checkpoint_folders(output_dir):  # unusable anyway: never kept in place of a complete one
                 if incomplete_reason(path) is not None:
                     shutil.rmtree(path, ignore_errors=True)
-        super()._rotate_checkpoints(use_mtime=use_mtime, output_dir=output_dir)
+        compat.rotate_checkpoints(self, super(), output_dir, use_mtime)
 
     def _save(self, output_dir=None, state_dict=None):
         if not isinstance(unwrap_model(self.model), PeftModel):
             return super()._save(output_dir, state_dict)
+        if not self.args.should_save:  # 5.x calls _save on every rank
+            return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         os.makedirs(output_dir, exist_ok=True)
-        unwrap_model(self.model).save_pretrained(output_dir)
+        compat.save_adapter(unwrap_model(self.model), output_dir)
         torch.save(self.args, os.path.join(output_dir, TRAINING_ARGS_NAME))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
@@ -231,10 +235,7 @@ class AdapterCheckpointMixin:
         torch.random.set_rng_state(state["cpu"])
         if torch.cuda.is_available() and "cuda" in state:
             try:  # as the stock Trainer: fewer GPUs visible than at save time must not stop a resume
-                if self.args.local_rank != -1:
-                    torch.cuda.random.set_rng_state(state["cuda"])
-                else:
-                    torch.cuda.random.set_rng_state_all(state["cuda"])
+                compat.restore_cuda_rng(state["cuda"], distributed=self.args.local_rank != -1)
             except Exception as e:  # noqa: BLE001 - IndexError for a missing device, RuntimeError for others
                 print(f"warning: the GPU random states of {checkpoint} could not be restored ({e!r}); the task "
                       "resumes, but its dropout masks will differ from an uninterrupted run's", file=sys.stderr)

@@ -21,6 +21,7 @@ import json
 import os
 import sys
 
+from .compat import STACK
 from .data import read_json
 from .errors import InputError
 from .pipeline import run_order
@@ -41,10 +42,11 @@ def prepare(out_dir, tasks=("weather", "sport", "food"), n_train=200, n_dev=50, 
 
     out_dir/demo_settings.json records what they were made with; a folder made with other settings
     is refused rather than silently reused (e.g. --seed 3 with the --out_dir of seed 0)."""
-    settings = dict(tasks=list(tasks), n_train=n_train, n_dev=n_dev, n_test=n_test, d_model=d_model, seed=seed)
+    settings = dict(tasks=list(tasks), n_train=n_train, n_dev=n_dev, n_test=n_test, d_model=d_model, seed=seed,
+                    stack=STACK)
     record = os.path.join(out_dir, "demo_settings.json")
     if os.path.isfile(record):
-        made = read_json(record)
+        made = {"stack": "pinned", **read_json(record)}  # folders made before there were two stacks
         if made != settings:
             changed = sorted(k for k in settings if made.get(k) != settings[k])
             was = ", ".join(f"{k} {made.get(k)}" for k in changed)
@@ -78,7 +80,8 @@ def demo(out_dir=None, tasks=("weather", "sport", "food"), n_train=200, n_dev=50
     """lambda_orth: O-LoRA's 0.5 scaled by sqrt(64 / 1024): the entries of A_old A_new^T grow as
     1/sqrt(width), so on the demo's d_model 64 the same weight would be four times stronger than on
     T5-large (d_model 1024), enough to keep the third task under the learning check."""
-    out_dir = out_dir or ("output/demo" if seed == 0 else f"output/demo_seed{seed}")
+    # the stacks' tiny models differ (tokenizers, initialisation): each has its own folders
+    out_dir = out_dir or ("output/demo" + ("" if STACK == "pinned" else f"_{STACK}") + (f"_seed{seed}" if seed else ""))
     data, order, model = prepare(out_dir, tasks, n_train, n_dev, n_test, d_model, seed)
     summary = run_order(base_model=model, dataset_id=order, methods=methods, data_dir=data,
                         output_path=os.path.join(out_dir, "runs"), num_epochs=num_epochs, learning_rate=learning_rate,

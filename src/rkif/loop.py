@@ -23,6 +23,7 @@ import torch
 from transformers.optimization import get_linear_schedule_with_warmup
 from transformers.trainer_callback import TrainerCallback
 
+from . import compat
 from .adapters import lora_parameters
 from .checkpoints import AdapterCheckpointMixin
 from .fusion import fuse, fusion_statistics, global_mask, global_threshold
@@ -61,6 +62,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
 
     def __init__(self, *args, kif_config=None, memory_dataset=None, **kwargs):
         super().__init__(*args, **kwargs)
+        compat.use_released_loss_scaling(self)
         self.kif = kif_config or KIFConfig()
         self.memory_dataset = FeatureList(memory_dataset)
         self.kif_enabled = len(self.memory_dataset) > 0
@@ -83,7 +85,9 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         if self.kif_enabled:
             self.add_callback(_RecurrentKIFCallback(self))
 
-    def compute_loss(self, model, inputs, return_outputs=False):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        # num_items_in_batch (5.x) is not passed on: the loss is each micro-batch's mean over its own label
+        # tokens, as released (rkif.compat.released_loss_scale)
         labels = inputs.get("labels")
         result = super().compute_loss(model, inputs, return_outputs=return_outputs)
         if labels is None:
@@ -95,14 +99,16 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         # count it as 0 (its gradient is zero either way). torch.where keeps any other loss bitwise
         # and needs no host sync.
         loss = torch.where((labels != -100).any(), loss, torch.zeros_like(loss))
+        if model.training:
+            loss = compat.divided_for_accumulation(self, loss)
         if self._outer_chunk_weight is not None:
             loss = loss * self._outer_chunk_weight
         return (loss, outputs) if return_outputs else loss
 
     # --- inner loop --------------------------------------------------------------------
 
-    def create_optimizer(self):
-        optimizer = super().create_optimizer()
+    def create_optimizer(self, *args, **kwargs):
+        optimizer = super().create_optimizer(*args, **kwargs)
         if self.kif_enabled and self._step_hook is None:
             self._step_hook = optimizer.register_step_post_hook(self._after_optimizer_step)
         return optimizer
@@ -195,17 +201,19 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         """One outer step on a memory batch: the ordinary training loss (training mode, divided by
         the accumulation steps), clip, optimizer step, outer tracker update. Returns the loss."""
         model = self.model_wrapped
-        optimizer = self.optimizer if self.kif.outer_optimizer == "shared" else self.outer_optimizer
+        optimizer = compat.raw_optimizer(self.optimizer if self.kif.outer_optimizer == "shared"
+                                         else self.outer_optimizer)
+        scaler = compat.grad_scaler(self)
         self._in_outer_loop = True
         try:
             loss = self._outer_forward_backward(model, batch)
             if self.args.max_grad_norm is not None and self.args.max_grad_norm > 0:
-                if self.do_grad_scaling:
-                    self.scaler.unscale_(optimizer)
+                if scaler is not None:
+                    scaler.unscale_(optimizer)
                 torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.args.max_grad_norm)
-            if self.do_grad_scaling:
-                self.scaler.step(optimizer)
-                self.scaler.update()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
             else:
                 optimizer.step()
             # A step with an inf or NaN gradient (the one the gradient scaler skips) neither enters the
@@ -304,7 +312,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         return [{"global_step": h["global_step"], **{k: _round(v) for k, v in h["stats"].items()}}
                 for h in self.kif_history if "stats" in h]
 
-    def log(self, logs):
+    def log(self, logs, *args, **kwargs):
         # What the fusions since the last log line did rides along with the ordinary training loss
         # (one fusion per line when logging_steps <= K): outer_loss, and kif/* for TensorBoard or W&B.
         if self._pending_fusions and "loss" in logs:
@@ -314,7 +322,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
                 values = [p[key] for p in pending if p[key] is not None]
                 if values and key != "outer_loss":
                     logs[f"kif/{key}"] = _round(sum(values) / len(values))
-        super().log(logs)
+        super().log(logs, *args, **kwargs)
 
 
 class _RecurrentKIFCallback(TrainerCallback):

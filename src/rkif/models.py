@@ -3,6 +3,7 @@ resolver of training precision for both backbones (generation's is rkif.numerics
 
 import os
 
+from .compat import check_gguf, is_gguf
 from .errors import InputError
 
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -18,6 +19,9 @@ def check_base_model(base_model, flag="base_model"):
     """A local model folder with a config.json, or a hub id where downloads are possible."""
     if not base_model:
         raise InputError(f"--{flag}: required (a model folder saved with save_pretrained, e.g. /models/t5-large)")
+    if is_gguf(base_model):
+        check_gguf(base_model, flag)
+        return
     if os.path.isdir(base_model):
         if not os.path.isfile(os.path.join(base_model, "config.json")):
             raise InputError(f"--{flag}: folder {base_model} holds no config.json; expected a model folder "

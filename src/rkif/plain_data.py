@@ -10,13 +10,11 @@ else. Everything this project and the Trainer write is of that kind.
 import pickle
 import re
 
-import numpy as np
 import torch
 
+from .compat import NUMPY_RNG_GLOBALS
 from .errors import InputError
 
-# np.random.get_state() holds a uint32 array; pickled, it names these four globals.
-NUMPY_RNG_GLOBALS = [np.core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
 
 
 class NotPlainDataError(InputError):

@@ -35,7 +35,10 @@ def run_suffix(seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
 
 
 def run_dir(output_path, base_model, method, order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
-    model_name = os.path.basename(os.path.normpath(base_model)) + "lora"
+    model_name = os.path.basename(os.path.normpath(base_model))
+    if model_name.lower().endswith(".gguf"):  # a GGUF file: its name without the extension
+        model_name = model_name[:-len(".gguf")]
+    model_name += "lora"
     return os.path.join(output_path, run_name(model_name, method, order_name, seed, recipe))
 
 

@@ -18,6 +18,7 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     import torch
     from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
+    from .compat import model_load_kwargs
     from .models import load_pretrained
     from .numerics import assemble, generation_numerics
 
@@ -25,7 +26,7 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     numerics = generation_numerics(precision, device, "t5")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
     model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
-                            torch_dtype=getattr(torch, numerics.dtype))
+                            **model_load_kwargs(getattr(torch, numerics.dtype)))
     return assemble(model, adapter_dir, numerics).to(device).eval(), tokenizer, device
 
 

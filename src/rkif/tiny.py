@@ -82,20 +82,21 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
 
     model_vocab_size (>= the tokenizer's), d_kv and feed_forward_proj give real shapes (T5-large:
     32128, 64, "gated-gelu" for v1.1 / "relu" for v1) with a small tokenizer trained on the spot."""
-    from transformers import T5Config, T5ForConditionalGeneration, T5Tokenizer, T5TokenizerFast
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    from .compat import t5_tokenizer_from_sentencepiece
 
     os.makedirs(out_dir, exist_ok=True)
     spm_path = os.path.join(out_dir, "spiece.model")
     with open(spm_path, "wb") as f:
         f.write(train_sentencepiece(list(texts or DEFAULT_CORPUS), vocab_size))
-    slow = T5Tokenizer(spm_path, extra_ids=0, model_max_length=1024)
-    fast = T5TokenizerFast(vocab_file=spm_path, extra_ids=0, model_max_length=1024, from_slow=True)
-    fast.save_pretrained(out_dir)
+    tokenizer = t5_tokenizer_from_sentencepiece(spm_path, model_max_length=1024)
+    tokenizer.save_pretrained(out_dir)
     config = T5Config(
-        vocab_size=max(len(slow), model_vocab_size or 0), d_model=d_model, d_ff=d_ff, d_kv=d_kv or d_model // num_heads,
-        num_layers=num_layers, num_decoder_layers=num_layers, num_heads=num_heads, dropout_rate=dropout_rate,
-        feed_forward_proj=feed_forward_proj, decoder_start_token_id=slow.pad_token_id, pad_token_id=slow.pad_token_id,
-        eos_token_id=slow.eos_token_id,
+        vocab_size=max(len(tokenizer), model_vocab_size or 0), d_model=d_model, d_ff=d_ff,
+        d_kv=d_kv or d_model // num_heads, num_layers=num_layers, num_decoder_layers=num_layers, num_heads=num_heads,
+        dropout_rate=dropout_rate, feed_forward_proj=feed_forward_proj, decoder_start_token_id=tokenizer.pad_token_id,
+        pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
     )
     _save_random_model(T5ForConditionalGeneration, config, out_dir, seed, device, dtype)
     return out_dir
@@ -103,26 +104,61 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
 
 def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, intermediate_size=128, num_layers=2,
                      num_heads=4, seed=0, model_vocab_size=None, device="cpu", dtype=None):
-    """A small LlamaForCausalLM and its LlamaTokenizer (unk 0, bos 1, eos 2; newlines kept as a token).
+    """A small LlamaForCausalLM and its tokenizer, as each stack's models come (rkif.compat.TINY_CAUSAL_LM):
+    pinned: LLaMA-2's kind, a sentencepiece LlamaTokenizer (unk 0, bos 1, eos 2; newlines kept as a token);
+    current: SmolLM2's kind, grouped-query attention, rope_theta, tied embeddings and a byte-level BPE
+    tokenizer with ChatML tokens (EOS <|im_end|>, no BOS added, no pad token) and a chat template.
     model_vocab_size (>= the tokenizer's) gives the real embedding shape (LLaMA-2: 32000)."""
-    from transformers import LlamaConfig, LlamaForCausalLM, LlamaTokenizer
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .compat import TINY_CAUSAL_LM
 
     os.makedirs(out_dir, exist_ok=True)
-    spm_path = os.path.join(out_dir, "tokenizer.model")
-    with open(spm_path, "wb") as f:
-        # identity normalisation and "\n" as a symbol keep the Alpaca prompt's line breaks, as LLaMA's
-        # byte-fallback vocabulary does
-        f.write(train_sentencepiece(list(texts or DEFAULT_CORPUS), vocab_size, LLAMA_SPECIAL_IDS,
-                                    normalization_rule_name="identity", remove_extra_whitespaces=False,
-                                    user_defined_symbols=["\n"]))
-    tokenizer = LlamaTokenizer(spm_path)
+    texts = list(texts or DEFAULT_CORPUS)
+    if TINY_CAUSAL_LM["tokenizer"] == "bpe":
+        tokenizer = byte_level_bpe_tokenizer(texts, vocab_size)
+        special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
+        shape = {"num_key_value_heads": max(1, num_heads // 2), "rope_theta": 100000.0, "tie_word_embeddings": True}
+    else:
+        from transformers import LlamaTokenizer
+
+        spm_path = os.path.join(out_dir, "tokenizer.model")
+        with open(spm_path, "wb") as f:
+            # identity normalisation and "\n" as a symbol keep the Alpaca prompt's line breaks, as LLaMA's
+            # byte-fallback vocabulary does
+            f.write(train_sentencepiece(texts, vocab_size, LLAMA_SPECIAL_IDS, normalization_rule_name="identity",
+                                        remove_extra_whitespaces=False, user_defined_symbols=["\n"]))
+        tokenizer = LlamaTokenizer(spm_path)
+        special, shape = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}, {}
     tokenizer.save_pretrained(out_dir)
     config = LlamaConfig(vocab_size=max(len(tokenizer), model_vocab_size or 0), hidden_size=hidden_size,
                          intermediate_size=intermediate_size, num_hidden_layers=num_layers,
-                         num_attention_heads=num_heads, max_position_embeddings=1024, pad_token_id=0, bos_token_id=1,
-                         eos_token_id=2)
+                         num_attention_heads=num_heads, max_position_embeddings=1024, **special, **shape)
     _save_random_model(LlamaForCausalLM, config, out_dir, seed, device, dtype)
     return out_dir
+
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + "
+    "'\n' }}{% endfor %}{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def byte_level_bpe_tokenizer(texts, vocab_size):
+    """A byte-level BPE tokenizer (GPT-2 / SmolLM2 style) trained on texts: <|endoftext|> 0 (unk),
+    <|im_start|> 1 (bos), <|im_end|> 2 (eos); no pad token; ChatML chat template. Its alphabet is the
+    bytes the texts hold, not all 256 (a tiny random model would mostly emit lone bytes of multi-byte
+    characters, which decode to nothing readable); other bytes become unk."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    core = Tokenizer(models.BPE(unk_token=specials[0]))
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=specials, show_progress=False))
+    return PreTrainedTokenizerFast(tokenizer_object=core, unk_token=specials[0], bos_token=specials[1],
+                                   eos_token=specials[2], chat_template=CHATML_TEMPLATE, model_max_length=1024)
 
 
 def main(out_dir, data_dir=None, arch="t5", vocab_size=384, d_model=64, d_ff=128, num_layers=2, num_heads=4, seed=0):

@@ -7,6 +7,7 @@ uses the same mixin.
 from transformers import trainer as _hf_trainer
 from transformers.modeling_utils import unwrap_model
 
+from . import compat
 from .loop import RecurrentKIFMixin
 
 # Under the patched install transformers.Trainer is already the keyword-API class built on this
@@ -23,12 +24,12 @@ class RecurrentKIFTrainer(RecurrentKIFMixin, _Trainer):
         super().__init__(*args, **kwargs)
         self.extra_loss = extra_loss
 
-    def compute_loss(self, model, inputs, return_outputs=False):
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         result = super().compute_loss(model, inputs, return_outputs=return_outputs)
         if self.extra_loss is None or not model.training:  # evaluation losses stay the task's
             return result
         loss, outputs = result if return_outputs else (result, None)
-        extra = self.extra_loss(unwrap_model(model))
+        extra = compat.divided_for_accumulation(self, self.extra_loss(unwrap_model(model)))
         if self._outer_chunk_weight is not None:  # a memory batch in chunks: the term counts once in all
             extra = extra * self._outer_chunk_weight
         loss = loss + extra

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass
 
+from . import compat
 from .adapters import adapter_exists
 from .command_line import in_range, non_negative, positive
 from .task_plan import plan_task
@@ -307,7 +308,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
                    "global_steps": trainer.state.global_step, "train_metrics": result.metrics,
                    "best_model_checkpoint": trainer.state.best_model_checkpoint,
                    "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary(),
-                   "gradient_checkpointing": bool(getattr(model, "is_gradient_checkpointing", False)),
+                   "gradient_checkpointing": compat.training_argument(trainer.args, "gradient_checkpointing"),
                    "peak_host_memory_gib": peak_host_memory_gib(),
                    **(run_info_extra or {})},
         )
@@ -332,13 +333,14 @@ def trainer_arguments(output_dir, training, batches, validate, seed, fp16, bf16)
     """The Trainer settings of the released recipe for one task (AdamW, no weight decay, clipping at 1,
     checkpoints every eval_steps keeping 2, the best by eval loss when validating)."""
     import torch
-    import transformers
+
+    from .compat import training_arguments
 
     world_size = batches.world_size
-    # Several processes without a GPU (torchrun on CPU): transformers 4.28 wants no_cuda and a CPU
-    # backend named explicitly; with GPUs it initialises NCCL itself.
+    # Several processes without a GPU (torchrun on CPU): the Trainer wants no_cuda and a CPU backend named
+    # explicitly; with GPUs it initialises NCCL itself. (Field names are 4.28.1's: rkif.compat renames.)
     cpu_ddp = world_size > 1 and not torch.cuda.is_available()
-    return transformers.TrainingArguments(
+    return training_arguments(
         output_dir=output_dir,
         per_device_train_batch_size=batches.micro_batch_size,
         per_device_eval_batch_size=training.eval_batch_size,  # the Trainer's default 8, as released

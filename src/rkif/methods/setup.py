@@ -2,6 +2,7 @@
 
 import torch
 
+from .. import compat
 from ..errors import InputError
 from . import ewc, olora
 
@@ -56,7 +57,8 @@ def end_of_task_files(method, trainer, plan, features, micro_batch_size, fisher_
     size = ewc.FISHER_CHUNK if fisher_estimate == "per_example" else micro_batch_size
     batches = (trainer._prepare_inputs(trainer.data_collator([dict(f) for f in features[i:i + size]]))
                for i in range(0, len(features), size))
-    scale = trainer.scaler.get_scale() if trainer.do_grad_scaling else 1.0
+    scaler = compat.grad_scaler(trainer)
+    scale = scaler.get_scale() if scaler is not None else 1.0
     estimate = ewc.per_example_fisher if fisher_estimate == "per_example" else ewc.batch_fisher
     fisher = estimate(model, batches, params, trainer.compute_loss_context_manager, scale)
     previous = ewc.load_state(plan.previous_adapter, device) if plan.previous_adapter else None
