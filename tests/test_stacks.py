@@ -210,3 +210,45 @@ def test_a_missing_gguf_file_is_one_error_line(tmp_path):
 
     with pytest.raises(InputError, match="GGUF file .*absent.gguf does not exist"):
         check_base_model(str(tmp_path / "absent.gguf"))
+
+
+# --- --prompt_template_name chatml -----------------------------------------------------------------
+
+@current_only
+def test_chatml_examples_are_the_chat_template_then_the_output_and_eos(tiny_llama):
+    tok = load_tokenizer(tiny_llama)
+    record = {"instruction": "What is the weather?", "input": "It rains.", "output": "rainy"}
+    f = tokenize_causal([record], tok, cutoff_len=512, template="chatml")[0]
+    prompt = "<|im_start|>user\nWhat is the weather?\n\nIt rains.<|im_end|>\n<|im_start|>assistant\n"
+    prompt_ids = tok(prompt, add_special_tokens=False)["input_ids"]
+    assert f["input_ids"][:len(prompt_ids)] == prompt_ids and f["labels"][:len(prompt_ids)] == [-100] * len(prompt_ids)
+    labelled = [i for i, label in zip(f["input_ids"], f["labels"]) if label != -100]
+    assert tok.decode(labelled) == "rainy<|im_end|>"
+
+
+@current_only
+def test_chatml_trains_and_generates_through_the_scripts(tiny_llama, bench_dir, tmp_path):
+    from rkif.commands import finetune_llama_main, generate_bwt_llama_main
+
+    out = str(tmp_path / "out")
+    finetune_llama_main(cli_args(tiny_llama, bench_dir, out, 0, cutoff_len=128, val_set_size=0, num_epochs=1,
+                                 prompt_template_name="chatml"))
+    generate_bwt_llama_main([f"--base_model={tiny_llama}", f"--data_dir={bench_dir}", f"--output_path={out}",
+                             f"--dataset_id={os.path.join(bench_dir, 'order.json')}", "--max_new_tokens=4",
+                             "--cutoff_len=128", "--prompt_template_name=chatml", "--service_begin_id=0"])
+    folder = [f for f in os.listdir(out) if "bwt" in f]
+    with open(os.path.join(out, folder[0], "0-weather.jsonl")) as f:
+        rows = [json.loads(line) for line in f]
+    assert len(rows) == 8 and not any("<|im_end|>" in json.dumps(r) for r in rows)
+
+
+def test_chatml_needs_a_chat_template(tiny_llama, bench_dir, tmp_path):
+    from rkif.causal import check_chat_template
+
+    tok = load_tokenizer(tiny_llama)
+    if compat.STACK == "pinned":  # LLaMA-2's sentencepiece tokenizer of 4.28.1 has none
+        with pytest.raises(InputError, match="chatml: the tokenizer of .* has no chat template; use alpaca"):
+            check_chat_template(tok, "chatml", tiny_llama)
+    else:
+        check_chat_template(tok, "chatml", tiny_llama)
+    check_chat_template(tok, "alpaca", tiny_llama)

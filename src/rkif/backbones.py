@@ -10,8 +10,8 @@ pad id 0 with left padding; files {task}.json with instruction, input, output.
 import os
 from dataclasses import dataclass, field
 
-from .causal import (causal_predictor_factory, check_long_prompts, check_template, load_tokenizer,
-                     long_prompt_report, tokenize_causal)
+from .causal import (causal_predictor_factory, check_chat_template, check_long_prompts, check_template,
+                     load_tokenizer, long_prompt_report, tokenize_causal)
 from . import compat
 from .errors import InputError
 from .models import load_pretrained
@@ -25,6 +25,7 @@ class Backbone:
     title: str  # printed at the start of training
     settings: type  # its own settings group (rkif.settings)
     cutoff_flag: str  # the training cutoff of inputs, which generation compares test inputs with
+    generation_flags: tuple  # its own settings that generation takes too (the cutoff first)
     length_flag: str  # the generation settings' cap on a prediction's length
     file_suffix: str  # {task}{file_suffix}.json
     train_fields: tuple  # what every training record must hold
@@ -71,6 +72,7 @@ def _t5_predictor(values, cutoff):
 
 T5 = Backbone(
     name="t5", title="T5-LoRA", settings=T5Settings, cutoff_flag="max_input_length", length_flag="max_length",
+    generation_flags=("max_input_length",),
     file_suffix="_T5",
     train_fields=("input", "output"), test_fields=("id", "input", "output"), task_type="SEQ_2_SEQ_LM",
     check=_check_t5, load=_load_t5, finish=lambda model, tokenizer: None, features=_t5_features,
@@ -117,17 +119,20 @@ def _finish_llama(model, tokenizer):
 
 
 def _llama_features(tokenizer, values):
+    check_chat_template(tokenizer, values["prompt_template_name"], values["base_model"])
     return lambda records: tokenize_causal(records, tokenizer, values["cutoff_len"], values["train_on_inputs"],
-                                           values["add_eos_token"], values["long_prompts"])
+                                           values["add_eos_token"], values["long_prompts"],
+                                           values["prompt_template_name"])
 
 
 def _llama_predictor(values, cutoff):
     return causal_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
-                                    values["max_new_tokens"], values["truncate_inputs"])
+                                    values["max_new_tokens"], values["truncate_inputs"], values["prompt_template_name"])
 
 
 LLAMA = Backbone(
     name="llama", title="LLaMA-LoRA", settings=LlamaSettings, cutoff_flag="cutoff_len", length_flag="max_new_tokens",
+    generation_flags=("cutoff_len", "prompt_template_name"),
     file_suffix="",
     train_fields=("instruction", "input", "output"), test_fields=("id", "instruction", "input", "output"),
     task_type="CAUSAL_LM",
@@ -136,7 +141,7 @@ LLAMA = Backbone(
     generation_defaults={"batch_size": 16},
     check=_check_llama, load=_load_llama, finish=_finish_llama, features=_llama_features,
     report=lambda plan, tokenizer, values: {"long_prompts": long_prompt_report(
-        plan, tokenizer, values["cutoff_len"], values["long_prompts"])},
+        plan, tokenizer, values["cutoff_len"], values["long_prompts"], values["prompt_template_name"])},
     predictor=_llama_predictor)
 
 BACKBONES = {b.name: b for b in (T5, LLAMA)}

@@ -11,7 +11,7 @@ PROMPT_NO_INPUT = (
     "Below is an instruction that describes a task. Write a response that appropriately completes the request.\n\n"
     "### Instruction:\n{instruction}\n\n### Response:\n"
 )
-PROMPT_TEMPLATES = ("alpaca",)
+PROMPT_TEMPLATES = ("alpaca", "chatml")  # --prompt_template_name
 RESPONSE_SPLIT = "### Response:"
 PROMPT_RULES = ("released", "shorten_input")  # --long_prompts
 PAD_ID = 0  # unk in LLaMA's vocabulary; the released recipe pads with it, on the left
@@ -22,6 +22,33 @@ def alpaca_prompt(instruction, input=None, output=None):
     template = PROMPT_WITH_INPUT if input else PROMPT_NO_INPUT
     text = template.format(instruction=instruction, input=input)
     return text + output if output is not None else text
+
+
+def prompt_text(record, tokenizer=None, template="alpaca", with_output=False):
+    """The prompt of a record {instruction, input, output}, followed by its output when training.
+
+    alpaca (released): the Alpaca template. chatml: the tokenizer's own chat template, one user turn
+    (instruction, then the input after a blank line) and the start of the assistant's turn; the model's
+    EOS (for ChatML models <|im_end|>) then ends the output, as it ends every turn."""
+    output = record["output"] if with_output else None
+    if template == "alpaca":
+        return alpaca_prompt(record["instruction"], record["input"], output)
+    content = f"{record['instruction']}\n\n{record['input']}" if record["input"] else record["instruction"]
+    text = tokenizer.apply_chat_template([{"role": "user", "content": content}], tokenize=False,
+                                         add_generation_prompt=True)
+    return text + output if output is not None else text
+
+
+def special_tokens_in_text(template):
+    """chatml text already holds the template's special tokens (BOS included where the template writes it),
+    so the tokenizer adds none; alpaca text is tokenized as released (LLaMA's tokenizer adds BOS)."""
+    return template == "alpaca"
+
+
+def check_chat_template(tokenizer, template, base_model):
+    if template == "chatml" and not getattr(tokenizer, "chat_template", None):
+        raise InputError(f"--prompt_template_name chatml: the tokenizer of {base_model} has no chat template; use "
+                         "alpaca")
 
 
 def check_long_prompts(long_prompts):
@@ -38,9 +65,10 @@ def check_template(prompt_template_name):
 ELLIPSIS = " ... "  # marks the middle of an input that --long_prompts shorten_input cut out
 
 
-def _tokenize(tokenizer, text, cutoff_len, add_eos):
+def _tokenize(tokenizer, text, cutoff_len, add_eos, template="alpaca"):
     """The released tokenize(): truncate at cutoff_len, append EOS only while there is room."""
-    result = tokenizer(text, truncation=True, max_length=cutoff_len, padding=False)
+    result = tokenizer(text, truncation=True, max_length=cutoff_len, padding=False,
+                       add_special_tokens=special_tokens_in_text(template))
     ids, mask = list(result["input_ids"]), list(result["attention_mask"])
     if add_eos and ids[-1] != tokenizer.eos_token_id and len(ids) < cutoff_len:
         ids.append(tokenizer.eos_token_id)
@@ -48,7 +76,8 @@ def _tokenize(tokenizer, text, cutoff_len, add_eos):
     return ids, mask
 
 
-def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True):
+def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True,
+                      template="alpaca"):
     """One example as the released generate_and_tokenize_prompt builds it.
 
     The full text (prompt + output) always gets EOS when it fits, whatever add_eos_token says;
@@ -56,12 +85,12 @@ def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=False, 
     EOS (when it fits) and one token is taken off its length. So a prompt that alone reaches the
     cutoff masks cutoff - 1 tokens and the last token of the example keeps its label.
     """
-    ids, mask = _tokenize(tokenizer, alpaca_prompt(record["instruction"], record["input"], record["output"]),
-                          cutoff_len, add_eos=True)
+    ids, mask = _tokenize(tokenizer, prompt_text(record, tokenizer, template, with_output=True), cutoff_len,
+                          add_eos=True, template=template)
     labels = list(ids)
     if not train_on_inputs:
-        prompt_ids, _ = _tokenize(tokenizer, alpaca_prompt(record["instruction"], record["input"]), cutoff_len,
-                                  add_eos=add_eos_token)
+        prompt_ids, _ = _tokenize(tokenizer, prompt_text(record, tokenizer, template), cutoff_len,
+                                  add_eos=add_eos_token, template=template)
         prompt_len = len(prompt_ids) - (1 if add_eos_token else 0)
         if ids[:prompt_len] != prompt_ids[:prompt_len]:
             return _features_across_a_merge(record, tokenizer, prompt_ids[:prompt_len], cutoff_len)
@@ -82,17 +111,23 @@ def _features_across_a_merge(record, tokenizer, prompt_ids, cutoff_len):
     return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels[:len(ids)]}
 
 
-def _full_length(tokenizer, record, input_text):
+def _full_length(tokenizer, record, input_text, template="alpaca"):
     """Tokens of prompt + output + EOS, untruncated."""
-    return len(tokenizer(alpaca_prompt(record["instruction"], input_text, record["output"]))["input_ids"]) + 1
+    text = prompt_text({**record, "input": input_text}, tokenizer, template, with_output=True)
+    return len(tokenizer(text, add_special_tokens=special_tokens_in_text(template))["input_ids"]) + 1
 
 
-def shortened_input(record, tokenizer, cutoff_len):
+def _prompt_length(tokenizer, record, template="alpaca"):
+    text = prompt_text(record, tokenizer, template)
+    return len(tokenizer(text, add_special_tokens=special_tokens_in_text(template))["input_ids"])
+
+
+def shortened_input(record, tokenizer, cutoff_len, template="alpaca"):
     """The input text with its middle cut out (beginning and end kept: the question and the
     "Answer:" cue sit at either end in this benchmark) so that prompt + output + EOS fit in
     cutoff_len; the input unchanged when it fits already; "" when nothing of it can stay."""
     text = record["input"]
-    if _full_length(tokenizer, record, text) <= cutoff_len:
+    if _full_length(tokenizer, record, text, template) <= cutoff_len:
         return text
 
     def cut(keep):
@@ -100,11 +135,11 @@ def shortened_input(record, tokenizer, cutoff_len):
         return text[:head] + ELLIPSIS + text[len(text) - (keep - head):]
 
     lo, hi = 0, len(text) - 1  # characters kept; binary search for the most that fit
-    if _full_length(tokenizer, record, cut(0)) > cutoff_len:
+    if _full_length(tokenizer, record, cut(0), template) > cutoff_len:
         return ""
     while lo < hi:
         mid = (lo + hi + 1) // 2
-        if _full_length(tokenizer, record, cut(mid)) <= cutoff_len:
+        if _full_length(tokenizer, record, cut(mid), template) <= cutoff_len:
             lo = mid
         else:
             hi = mid - 1
@@ -112,7 +147,7 @@ def shortened_input(record, tokenizer, cutoff_len):
 
 
 def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True,
-                    long_prompts="released"):
+                    long_prompts="released", template="alpaca"):
     """Features {input_ids, attention_mask, labels} for prompt + output.
 
     long_prompts "released" (default): the released rule (released_features), bitwise. A prompt
@@ -125,12 +160,12 @@ def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=False, a
     features = []
     for r in records:
         if long_prompts == "shorten_input":
-            r = {**r, "input": shortened_input(r, tokenizer, cutoff_len)}
-        features.append(released_features(r, tokenizer, cutoff_len, train_on_inputs, add_eos_token))
+            r = {**r, "input": shortened_input(r, tokenizer, cutoff_len, template)}
+        features.append(released_features(r, tokenizer, cutoff_len, train_on_inputs, add_eos_token, template))
     return features
 
 
-def long_prompt_counts(records, tokenizer, cutoff_len=512):
+def long_prompt_counts(records, tokenizer, cutoff_len=512, template="alpaca"):
     """What the cutoff does to these examples under each rule (for run_info.json and the console).
 
     released: response_cut = examples whose response or EOS is cut at the cutoff; no_response =
@@ -142,18 +177,17 @@ def long_prompt_counts(records, tokenizer, cutoff_len=512):
               "released": {"response_cut": 0, "no_response": 0},
               "shorten_input": {"input_cut": 0, "response_cut": 0}}
     for r in records:
-        if _full_length(tokenizer, r, r["input"]) <= cutoff_len:
+        if _full_length(tokenizer, r, r["input"], template) <= cutoff_len:
             continue
         counts["released"]["response_cut"] += 1
-        prompt_len = len(tokenizer(alpaca_prompt(r["instruction"], r["input"]))["input_ids"])
-        counts["released"]["no_response"] += prompt_len >= cutoff_len
+        counts["released"]["no_response"] += _prompt_length(tokenizer, r, template) >= cutoff_len
         counts["shorten_input"]["input_cut"] += 1
-        shorter = shortened_input(r, tokenizer, cutoff_len)
-        counts["shorten_input"]["response_cut"] += _full_length(tokenizer, r, shorter) > cutoff_len
+        shorter = shortened_input(r, tokenizer, cutoff_len, template)
+        counts["shorten_input"]["response_cut"] += _full_length(tokenizer, r, shorter, template) > cutoff_len
     return counts
 
 
-def long_prompt_report(plan, tokenizer, cutoff_len, rule):
+def long_prompt_report(plan, tokenizer, cutoff_len, rule, template="alpaca"):
     """long_prompt_counts of the task's training set, memory and validation set, printed and returned
     (run_info.json keeps them), so that a user sees what the cutoff costs under either rule."""
     import os
@@ -165,7 +199,7 @@ def long_prompt_report(plan, tokenizer, cutoff_len, rule):
         records = getattr(plan, part)
         if not records:
             continue
-        c = report[part] = long_prompt_counts(records, tokenizer, cutoff_len)
+        c = report[part] = long_prompt_counts(records, tokenizer, cutoff_len, template)
         show(f"    {part}, {c['examples']} examples: released: {c['released']['response_cut']} lose response "
               f"tokens, {c['released']['no_response']} of them all but one; shorten_input: "
               f"{c['shorten_input']['input_cut']} inputs shortened, {c['shorten_input']['response_cut']} "
@@ -230,8 +264,10 @@ def cut_prompt_ids(ids, limit, bos_id=None):
     return ids[:keep] + ids[len(ids) - limit + keep:]
 
 
-def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_prompt_tokens=None, names=None):
-    """Greedy answers: the generated text after the prompt's "### Response:", stripped.
+def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_prompt_tokens=None, names=None,
+                  template="alpaca"):
+    """Greedy answers: the generated text after the prompt's "### Response:", stripped (alpaca, as released);
+    chatml: the generated tokens up to EOS, decoded without special tokens, stripped.
 
     Prompts are fed whole, as the released generator feeds them, except: max_prompt_tokens cuts each
     prompt to that many tokens (its beginning goes); a prompt longer than the model's context window
@@ -245,7 +281,8 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
 
     window = getattr(model.config, "max_position_embeddings", None)
     bos = tokenizer.bos_token_id
-    ids = [cut_prompt_ids(x, max_prompt_tokens, bos) for x in tokenizer(prompts, padding=False)["input_ids"]]
+    ids = [cut_prompt_ids(x, max_prompt_tokens, bos) for x in
+           tokenizer(prompts, padding=False, add_special_tokens=special_tokens_in_text(template))["input_ids"]]
     if window:
         for k, x in enumerate(ids):
             if len(x) > window:
@@ -264,7 +301,10 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
         new = row[width:]
         if tokenizer.eos_token_id in new:  # what follows the first EOS is padding of a finished row
             new = new[:new.index(tokenizer.eos_token_id) + 1]
-        answers.append(released_answer(tokenizer.decode(prompt + new), tokenizer.eos_token))
+        if template == "alpaca":
+            answers.append(released_answer(tokenizer.decode(prompt + new), tokenizer.eos_token))
+        else:
+            answers.append(tokenizer.decode(new, skip_special_tokens=True).strip())
     return answers
 
 
@@ -276,21 +316,21 @@ def released_answer(text, eos_token="</s>"):
 
 
 def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128,
-                             truncate_inputs=False):
+                             truncate_inputs=False, template="alpaca"):
     """make_predictor(adapter_dir) -> predict(records); prompts fed whole unless truncate_inputs (then
     cut to cutoff_len from the beginning). predict.lengths / predict.training_cutoff: prompt lengths
     in tokens and cutoff_len, for the count of test prompts longer than what training saw."""
 
     def make_predictor(adapter_dir):
         model, tokenizer, device = load_causal_for_generation(base_model, adapter_dir, precision, cache_dir)
+        check_chat_template(tokenizer, template, base_model)
 
         def predict(records):
-            prompts = [alpaca_prompt(r["instruction"], r["input"]) for r in records]
+            prompts = [prompt_text(r, tokenizer, template) for r in records]
             return greedy_causal(model, tokenizer, device, prompts, max_new_tokens,
-                                 cutoff_len if truncate_inputs else None, [r["id"] for r in records])
+                                 cutoff_len if truncate_inputs else None, [r["id"] for r in records], template)
 
-        predict.lengths = lambda records: [len(x) for x in tokenizer(
-            [alpaca_prompt(r["instruction"], r["input"]) for r in records])["input_ids"]]
+        predict.lengths = lambda records: [_prompt_length(tokenizer, r, template) for r in records]
         predict.training_cutoff = cutoff_len
         return predict
 

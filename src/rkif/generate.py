@@ -19,7 +19,7 @@ from .tasks import resolve_order
 def generation_command(backbone, kind):
     """The generation script of a backbone for kind avgPerf or bwt (bwt also takes --service_begin_id and
     --matrix)."""
-    groups = [RunSettings, GenerationSettings, (backbone.settings, [backbone.cutoff_flag])]
+    groups = [RunSettings, GenerationSettings, (backbone.settings, list(backbone.generation_flags))]
     if kind == "bwt":
         groups.append(BWTSettings)
 

@@ -65,11 +65,13 @@ def run_pipeline(values):
     order_name, tasks = resolve_order(dataset_id)
     common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
     named = dict(seed=seed, recipe=recipe_name)  # the run folders' suffixes
-    # the training cutoff (for truncate_inputs and the count of longer test inputs): the flag's, else the
-    # recipe's, resolved by the generator
+    # what training used and generation must too: the cutoff (for truncate_inputs and the count of longer
+    # test inputs; None: the recipe's, resolved by the generator) and the LLaMA prompt template
     generation = dict(precision=precision, cache_dir=cache_dir, truncate_inputs=truncate_inputs,
                       max_length=max_length, max_new_tokens=max_new_tokens,
-                      **{backbone.cutoff_flag: train_flags.get(backbone.cutoff_flag)}, **named, **common)
+                      **{flag: train_flags.get(flag, default(backbone.settings, flag))
+                         for flag in backbone.generation_flags},
+                      **named, **common)
     summary = {}
     for method in methods:
         # one process per sequence (method x order x seed): a second one stops here, naming the holder

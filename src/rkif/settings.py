@@ -131,7 +131,7 @@ class LlamaSettings:
     add_eos_token: bool = setting(True, "LLaMA: append EOS to the prompt when counting masked tokens (released)")
     long_prompts: str = setting("released", "LLaMA: released (cut at cutoff_len) | shorten_input (cut the input's "
                                             "middle)")
-    prompt_template_name: str = setting("alpaca", "LLaMA: the prompt template")
+    prompt_template_name: str = setting("alpaca", "LLaMA: alpaca (released) | chatml (the tokenizer's chat template)")
 
 
 @dataclass
