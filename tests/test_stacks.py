@@ -252,3 +252,24 @@ def test_chatml_needs_a_chat_template(tiny_llama, bench_dir, tmp_path):
     else:
         check_chat_template(tok, "chatml", tiny_llama)
     check_chat_template(tok, "alpaca", tiny_llama)
+
+
+def test_no_module_but_compat_tests_a_version():
+    """Every version difference lives in rkif.compat: no other module of the package reads a library's
+    version or the stack to decide what to do (run_info.py records the versions; __init__ declares ours)."""
+    import re
+
+    package = os.path.join(ROOT, "src", "rkif")
+    found = []
+    pattern = re.compile(r"__version__|importlib\.metadata\.version|version\.parse|\bCURRENT\b|STACK\s*[=!]=|"
+                         r"transformers\.__version|hasattr\(transformers")
+    for folder, _, files in os.walk(package):
+        for name in files:
+            path = os.path.join(folder, name)
+            rel = os.path.relpath(path, package)
+            if not name.endswith(".py") or rel in ("compat.py", "run_info.py", "__init__.py"):
+                continue
+            for number, line in enumerate(open(path), 1):
+                if pattern.search(line):
+                    found.append(f"{rel}:{number}: {line.strip()}")
+    assert found == []

@@ -155,9 +155,8 @@ def get_backbone(name):
 
 
 def check_8bit(precision):
-    """--load_8bit where it can work: bitsandbytes installed, a GPU before Hopper, a bitsandbytes that
-    still has what peft 0.4.0 reads, and fp16 (what Int8 layers compute in)."""
-    import importlib.metadata
+    """--load_8bit where it can work: bitsandbytes installed, a GPU, fp16 (what Int8 layers compute in), and
+    what the stack's peft needs (rkif.compat.check_8bit_with_peft)."""
     import importlib.util
 
     import torch
@@ -168,17 +167,4 @@ def check_8bit(precision):
     if precision not in ("auto", "fp16"):
         raise InputError(f"--load_8bit with --precision {precision}: 8-bit layers compute in fp16; use --precision "
                          "fp16 (or auto), or leave --load_8bit off")
-    major, minor = torch.cuda.get_device_capability()
-    if major >= 9:
-        raise InputError(
-            f"--load_8bit does not work on this GPU (compute capability {major}.{minor}, Hopper or newer) with "
-            "peft 0.4.0: bitsandbytes runs Int8 matmuls on Hopper only from 0.45.0 on, and 0.45.0 removed the "
-            "memory_efficient_backward that peft 0.4.0 reads (bitsandbytes issues #538 and #1450). Leave it off: "
-            "bf16 (the default on this GPU) needs about 14 GB of weights for a 7B model")
-    version = importlib.metadata.version("bitsandbytes")
-    if tuple(int(x) for x in version.split(".")[:2]) >= (0, 45):
-        raise InputError(f"--load_8bit with bitsandbytes {version}: peft 0.4.0 reads memory_efficient_backward, "
-                         "which bitsandbytes removed in 0.45.0; install bitsandbytes<0.45 (0.37 to 0.44 work with "
-                         "peft 0.4.0 on GPUs before Hopper) or leave --load_8bit off")
-
-
+    compat.check_8bit_with_peft()

@@ -221,17 +221,11 @@ def load_tokenizer(base_model, cache_dir=None):
 
 
 def pad_id(tokenizer):
-    """The id that pads batches: 0 (unk) for LLaMA's sentencepiece vocabulary, as released; otherwise the
-    tokenizer's own pad token unless it is EOS (many chat models pad with EOS, which is a label), then
-    its unk token, and EOS only where it has neither (labels are padded with -100 either way)."""
-    from .compat import CURRENT
+    """The id that pads batches (rkif.compat.causal_pad_id): PAD_ID for LLaMA-2 on the pinned stack, as
+    released; on the current stack the model's own."""
+    from .compat import causal_pad_id
 
-    if not CURRENT:
-        return PAD_ID
-    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
-        if candidate is not None and candidate != tokenizer.eos_token_id:
-            return candidate
-    return tokenizer.eos_token_id
+    return causal_pad_id(tokenizer, PAD_ID)
 
 
 def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):

@@ -26,6 +26,7 @@ if TRANSFORMERS_VERSION != "4.28.1" and _MAJOR != 5:
                       "install one of them (make install, or make install STACK=current)")
 STACK = "pinned" if _MAJOR == 4 else "current"
 CURRENT = STACK == "current"
+STACK_SUFFIX = "" if STACK == "pinned" else "_current"  # of folders whose content differs between the stacks
 INSTALL_CURRENT = "make install STACK=current"
 
 
@@ -238,6 +239,19 @@ def causal_tokenizer_class():
     return transformers.LlamaTokenizer
 
 
+def causal_pad_id(tokenizer, released_pad_id):
+    """The id that pads causal LM batches. 4.28.1 (LlamaTokenizer): the released one, 0 (unk in LLaMA's
+    vocabulary). 5.x (any causal LM): the tokenizer's own pad token unless it is EOS (many chat models pad
+    with EOS, which is a label), then its unk token, and EOS only where it has neither (labels are padded
+    with -100 either way)."""
+    if not CURRENT:
+        return released_pad_id
+    for candidate in (tokenizer.pad_token_id, tokenizer.unk_token_id):
+        if candidate is not None and candidate != tokenizer.eos_token_id:
+            return candidate
+    return tokenizer.eos_token_id
+
+
 def prepare_8bit(model):
     if CURRENT:
         from peft import prepare_model_for_kbit_training
@@ -246,6 +260,30 @@ def prepare_8bit(model):
     from peft import prepare_model_for_int8_training
 
     return prepare_model_for_int8_training(model)
+
+
+def check_8bit_with_peft():
+    """peft 0.4.0 (pinned) trains 8-bit layers only on a GPU before Hopper with bitsandbytes < 0.45; peft
+    0.2x (current) has no such limit."""
+    if CURRENT:
+        return
+    import importlib.metadata
+
+    import torch
+
+    major, minor = torch.cuda.get_device_capability()
+    if major >= 9:
+        raise InputError(
+            f"--load_8bit does not work on this GPU (compute capability {major}.{minor}, Hopper or newer) with "
+            "peft 0.4.0: bitsandbytes runs Int8 matmuls on Hopper only from 0.45.0 on, and 0.45.0 removed the "
+            "memory_efficient_backward that peft 0.4.0 reads (bitsandbytes issues #538 and #1450). Leave it off: "
+            "bf16 (the default on this GPU) needs about 14 GB of weights for a 7B model; or use the current stack "
+            f"({INSTALL_CURRENT})")
+    version = importlib.metadata.version("bitsandbytes")
+    if tuple(int(x) for x in version.split(".")[:2]) >= (0, 45):
+        raise InputError(f"--load_8bit with bitsandbytes {version}: peft 0.4.0 reads memory_efficient_backward, "
+                         "which bitsandbytes removed in 0.45.0; install bitsandbytes<0.45 (0.37 to 0.44 work with "
+                         "peft 0.4.0 on GPUs before Hopper) or leave --load_8bit off")
 
 
 def load_8bit_kwargs(local_rank):

@@ -21,7 +21,7 @@ import json
 import os
 import sys
 
-from .compat import STACK
+from .compat import STACK, STACK_SUFFIX
 from .data import read_json
 from .errors import InputError
 from .pipeline import run_order
@@ -81,7 +81,7 @@ def demo(out_dir=None, tasks=("weather", "sport", "food"), n_train=200, n_dev=50
     1/sqrt(width), so on the demo's d_model 64 the same weight would be four times stronger than on
     T5-large (d_model 1024), enough to keep the third task under the learning check."""
     # the stacks' tiny models differ (tokenizers, initialisation): each has its own folders
-    out_dir = out_dir or ("output/demo" + ("" if STACK == "pinned" else f"_{STACK}") + (f"_seed{seed}" if seed else ""))
+    out_dir = out_dir or (f"output/demo{STACK_SUFFIX}" + (f"_seed{seed}" if seed else ""))
     data, order, model = prepare(out_dir, tasks, n_train, n_dev, n_test, d_model, seed)
     summary = run_order(base_model=model, dataset_id=order, methods=methods, data_dir=data,
                         output_path=os.path.join(out_dir, "runs"), num_epochs=num_epochs, learning_rate=learning_rate,
