@@ -51,3 +51,21 @@ def test_two_ranks_fuse_identically_and_rank0_saves(tiny_t5, bench_dir, tmp_path
     # each rank draws its own memory batches
     assert s0["kif_history"][0]["memory_indices"] != s1["kif_history"][0]["memory_indices"]
     shutil.rmtree(out)
+
+
+@pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed beside this Python")
+@pytest.mark.parametrize("method", ["EWC", "OLoRA"])
+def test_penalty_methods_train_llama_with_checkpointing_on_two_ranks(method, tiny_llama, bench_dir, tmp_path):
+    """A penalty on the LoRA weights, computed outside DDP's forward, on weights that also sit inside
+    gradient-checkpointed blocks (LLaMA's default): task 1 must train on 2 ranks."""
+    out = str(tmp_path / "out")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    p = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                        str(free_port()), os.path.join(ROOT, "tests", "ddp_train_worker.py"), "llama", method,
+                        tiny_llama, bench_dir, os.path.join(bench_dir, "order.json"), out],
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    info = json.load(open(os.path.join(out, f"{os.path.basename(tiny_llama)}lora_{method}_dataset_id_order", "1-sport",
+                                       "run_info.json")))
+    assert info["world_size"] == 2 and info["gradient_checkpointing"] is True
+    assert info["global_steps"] > 0 and info["train_metrics"]["train_loss"] > 0

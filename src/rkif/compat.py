@@ -262,6 +262,31 @@ def prepare_8bit(model):
     return prepare_model_for_int8_training(model)
 
 
+def non_reentrant_checkpointing():
+    """Gradient checkpointing without reentrant backward passes, on both stacks.
+
+    A reentrant checkpoint runs its block's backward as a separate pass, so a LoRA weight inside the block
+    that also gets a gradient from outside DDP's forward (the EWC and O-LoRA penalties) is marked ready
+    twice, and DDP stops at the first synchronised backward ("Expected to mark a variable ready only
+    once"). transformers 5.x checkpoints without reentrance by default; 4.28.1 calls
+    torch.utils.checkpoint.checkpoint with torch's default, the reentrant variant, and takes no keyword
+    for it, so this training process's checkpoint defaults to use_reentrant=False (the same recomputation,
+    the same gradients; it also needs no inputs that require grad)."""
+    if CURRENT:
+        return
+    import torch.utils.checkpoint as checkpointing
+
+    if getattr(checkpointing.checkpoint, "rkif_non_reentrant", False):
+        return
+    reentrant_default = checkpointing.checkpoint
+
+    def checkpoint(function, *args, use_reentrant=False, **kwargs):
+        return reentrant_default(function, *args, use_reentrant=use_reentrant, **kwargs)
+
+    checkpoint.rkif_non_reentrant = True
+    checkpointing.checkpoint = checkpoint
+
+
 def check_8bit_with_peft():
     """peft 0.4.0 (pinned) trains 8-bit layers only on a GPU before Hopper with bitsandbytes < 0.45; peft
     0.2x (current) has no such limit."""

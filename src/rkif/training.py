@@ -265,9 +265,10 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     validate = len(plan.validation) > 0
     args = trainer_arguments(plan.output_dir, training, batches, validate, settings["seed"], fp16, bf16)
     if training.gradient_checkpointing:
-        # the base is frozen: without inputs that require grad, a checkpointed block would hand its
-        # LoRA weights no gradient
+        # the base is frozen: without inputs that require grad, a (reentrant) checkpointed block would hand
+        # its LoRA weights no gradient
         model.enable_input_require_grads()
+        compat.non_reentrant_checkpointing()  # under DDP a penalty on the LoRA weights needs it
     train_features = features(train_data)
     trainer = RecurrentKIFTrainer(
         model=model,
