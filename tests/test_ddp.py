@@ -48,8 +48,9 @@ def test_two_ranks_fuse_identically_and_rank0_saves(tiny_t5, bench_dir, tmp_path
     s0 = torch.load(os.path.join(ckpt, "kif_state_0.pt"), weights_only=False)
     s1 = torch.load(os.path.join(ckpt, "kif_state_1.pt"), weights_only=False)
     assert all(torch.equal(s0["anchor"][n], s1["anchor"][n]) for n in s0["anchor"])
-    # each rank draws its own memory batches
-    assert s0["kif_history"][0]["memory_indices"] != s1["kif_history"][0]["memory_indices"]
+    # every rank draws the same outer batch (and runs its half of it)
+    assert s0["kif_history"][0]["memory_indices"] == s1["kif_history"][0]["memory_indices"]
+    assert len(s0["kif_history"][0]["memory_indices"][0]) == 4
     shutil.rmtree(out)
 
 
@@ -69,3 +70,39 @@ def test_penalty_methods_train_llama_with_checkpointing_on_two_ranks(method, tin
                                        "run_info.json")))
     assert info["world_size"] == 2 and info["gradient_checkpointing"] is True
     assert info["global_steps"] > 0 and info["train_metrics"]["train_loss"] > 0
+
+
+@pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed beside this Python")
+def test_the_outer_loop_on_two_ranks_is_the_outer_loop_on_one(tiny_t5, bench_dir, tmp_path):
+    """Same memory, same adapter, the same memory batches drawn: the outer update, the outer importance
+    (which sees the gradient's scale, unlike Adam's update) and the outer losses of 2 gloo ranks are one
+    process's, up to float rounding. (Before: each rank drew its own batch, and its loss was divided by
+    its own accumulation, so the outer gradient was W times one process's.)"""
+    import json as _json
+
+    from conftest import random_lora_adapter
+
+    model = str(tmp_path / "tiny_t5_no_dropout")
+    shutil.copytree(tiny_t5, model)
+    config = _json.load(open(os.path.join(model, "config.json")))
+    _json.dump({**config, "dropout_rate": 0.0}, open(os.path.join(model, "config.json"), "w"))
+    random_lora_adapter(AutoModelForSeq2SeqLM, model, tmp_path / "adapter", ["q", "v"], "SEQ_2_SEQ_LM", 0.05)
+    memory = os.path.join(bench_dir, "train", "weather_T5.json")
+    worker = os.path.join(ROOT, "tests", "ddp_outer_worker.py")
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
+    one, two = str(tmp_path / "one.pt"), str(tmp_path / "two.pt")
+    p = subprocess.run([sys.executable, worker, model, str(tmp_path / "adapter"), memory, one], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    p = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
+                        str(free_port()), worker, model, str(tmp_path / "adapter"), memory, two], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    a, b = torch.load(one, weights_only=False), torch.load(two, weights_only=False)
+    assert a["memory_indices"] == b["memory_indices"] and len(a["memory_indices"]) == 3
+    assert all(len(i) == 4 for i in a["memory_indices"])
+    for n in a["delta_out"]:
+        assert torch.count_nonzero(a["delta_in"][n]) == 0  # the inner loop moved nothing
+        torch.testing.assert_close(b["delta_out"][n], a["delta_out"][n], rtol=1e-4, atol=1e-7)
+        torch.testing.assert_close(b["outer_sensitivity"][n], a["outer_sensitivity"][n], rtol=1e-4, atol=1e-10)
+    assert a["outer_losses"] == pytest.approx(b["outer_losses"], rel=1e-5)

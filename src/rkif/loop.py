@@ -76,12 +76,16 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         self._outer_chunk_weight = None  # share of the memory batch's label tokens in the current chunk
         self._pending_fusions = []  # statistics of the fusions since the last log line
         self._step_hook = None
-        # One process draws memory batches from the global torch RNG, as released (sampling.py).
-        # Under DDP every rank's global RNG is seeded alike, so the released draw would hand all
-        # ranks the same batch; each rank draws its own from a generator seeded seed + rank instead.
+        # One process draws memory batches from the global torch RNG, as released (sampling.py). Under
+        # DDP the ranks' global RNGs part ways (dropout draws), so every rank draws the same batch from a
+        # generator seeded alike and takes its own share of it (draw_memory_batch): the outer batch, and
+        # with the token weights of _outer_forward_backward its gradient, are one GPU's.
         self.memory_generator = None
         if self.args.world_size > 1:
-            self.memory_generator = torch.Generator().manual_seed(self.args.seed + self.args.process_index)
+            if self.kif.train_batch_size_outer % self.args.world_size:
+                raise ValueError(f"train_batch_size_outer {self.kif.train_batch_size_outer} is split over the "
+                                 f"{self.args.world_size} ranks: it must be a multiple of the world size")
+            self.memory_generator = torch.Generator().manual_seed(self.args.seed)
         if self.kif_enabled:
             self.add_callback(_RecurrentKIFCallback(self))
 
@@ -193,9 +197,13 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
     # --- outer loop and fusion ---------------------------------------------------------
 
     def draw_memory_batch(self):
+        """(the indices of the outer batch, this rank's share of it collated). One process takes the whole
+        batch; rank r of W takes the r-th of W equal, consecutive parts."""
         indices = memory_batch_indices(len(self.memory_dataset), self.kif.train_batch_size_outer,
                                        self.memory_generator)
-        return indices, self.data_collator([self.memory_dataset[i] for i in indices])
+        share = len(indices) // self.args.world_size
+        mine = indices[self.args.process_index * share:(self.args.process_index + 1) * share]
+        return indices, self.data_collator([self.memory_dataset[i] for i in mine])
 
     def outer_step(self, batch):
         """One outer step on a memory batch: the ordinary training loss (training mode, divided by
@@ -229,19 +237,28 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
 
     def _outer_forward_backward(self, model, batch):
         """The memory batch's loss and gradients: in one pass (released), or with outer_micro_batch_size
-        in chunks whose losses are weighted by their share of the batch's label tokens, so that the
-        accumulated gradient is the one big batch's (to float precision) at a fraction of the memory."""
+        in chunks, or under DDP in each rank's share: each part's loss is weighted by its share of the whole
+        batch's label tokens (summed over the ranks), so that the accumulated, all-reduced gradient is the
+        one big batch's on one GPU (to float precision) at a fraction of the memory per forward."""
         chunk = int(self.kif.outer_micro_batch_size)
         size = len(batch["input_ids"])
-        if not chunk or chunk >= size:
+        world = self.args.world_size
+        if world == 1 and (not chunk or chunk >= size):
             return self.training_step(model, batch)
+        chunk = chunk if 0 < chunk < size else size
         labels = batch["labels"]
         if not getattr(self.model.config, "is_encoder_decoder", False):
             labels = labels.narrow(1, 1, labels.shape[1] - 1)  # a causal LM predicts token i from those before
-        tokens = (labels != -100).sum(dim=1).tolist()
-        total = max(sum(tokens), 1)
+        counts = (labels != -100).sum(dim=1)
+        total = counts.sum()
+        if world > 1:
+            # DDP averages the ranks' gradients, and training_step divided by the per-rank accumulation
+            # (1/W of one GPU's): a weight of tokens/all tokens per rank makes the sum one GPU's mean
+            total = total.to(self.args.device)
+            torch.distributed.all_reduce(total)
+        tokens, total = counts.tolist(), max(int(total.item()), 1)
         loss = 0.0
-        try:  # host sync: one per outer step, and only when chunking
+        try:  # host sync: one per outer step, and only when chunking or under DDP
             for start in range(0, size, chunk):
                 n = min(chunk, size - start)
                 part = {k: v.narrow(0, start, n) if torch.is_tensor(v) and len(v) == size else v
@@ -265,8 +282,12 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             indices, batch = self.draw_memory_batch()
             drawn.append(indices)
             losses.append(self.outer_step(batch))
-        # Logged and recorded as the model's loss, comparable with the ordinary training loss.
-        losses = [v * self.args.gradient_accumulation_steps for v in torch.stack(losses).tolist()]
+        # Logged and recorded as the model's loss, comparable with the ordinary training loss (under DDP each
+        # rank holds its token-weighted part of it: their sum is the batch's).
+        losses = torch.stack([torch.as_tensor(v, device=self.args.device) for v in losses])
+        if self.args.world_size > 1:
+            torch.distributed.all_reduce(losses)
+        losses = [v * self.args.gradient_accumulation_steps for v in losses.tolist()]
         outer_done = _clock()
         with torch.no_grad():
             delta_in = {n: theta_k[n] - self.anchor[n] for n in params}

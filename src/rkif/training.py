@@ -64,6 +64,9 @@ def train_task(backbone, values):
     except ValueError as e:
         raise InputError(str(e)) from None
     run = pick(RunSettings, settings)
+    if get_method(run.method_name).memory == "outer" and kif.train_batch_size_outer % world_size:
+        raise InputError(f"--train_batch_size_outer {kif.train_batch_size_outer} is split over the {world_size} "
+                         f"ranks: give a multiple of {world_size}")
     plan = plan_task(method_name=run.method_name, dataset_id=run.dataset_id, task_id=training.task_id,
                      data_dir=run.data_dir, output_path=run.output_path, base_model=run.base_model,
                      memory_data_ratio=settings["memory_data_ratio"], val_set_size=training.val_set_size,
