@@ -76,7 +76,7 @@ def training_argument(args, name):
 
 def use_released_loss_scaling(trainer):
     """Called once by the Trainer subclass: on 5.x, tell the Trainer that compute_loss returns a loss
-    already divided for gradient accumulation (released_loss_scale does it), so training_step does not
+    already divided for gradient accumulation (divided_for_accumulation does it), so training_step does not
     divide it by the length of the current accumulation window."""
     if CURRENT:
         trainer.loss_is_scaled_for_ga = True
@@ -123,7 +123,7 @@ def install_grad_scaler(trainer, scaler):
 
 def raw_optimizer(optimizer):
     """The torch optimizer under accelerate's wrapper (5.x); the optimizer itself on 4.28.1."""
-    while hasattr(optimizer, "optimizer") and CURRENT:
+    while CURRENT and hasattr(optimizer, "optimizer"):
         optimizer = optimizer.optimizer
     return optimizer
 
@@ -336,4 +336,4 @@ def t5_tokenizer_from_sentencepiece(spm_path, model_max_length):
 # The tiny causal LM that tests and the demo build (rkif.tiny): LLaMA-2's kind on the pinned stack (which
 # has neither grouped-query attention nor a tokenizer other than sentencepiece's for LLaMA); SmolLM2's
 # kind on the current one.
-TINY_CAUSAL_LM = {"tokenizer": "bpe" if CURRENT else "sentencepiece"}
+TINY_CAUSAL_TOKENIZER = "bpe" if CURRENT else "sentencepiece"

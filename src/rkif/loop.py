@@ -91,7 +91,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         # num_items_in_batch (5.x) is not passed on: the loss is each micro-batch's mean over its own label
-        # tokens, as released (rkif.compat.released_loss_scale)
+        # tokens, as released (rkif.compat.divided_for_accumulation)
         labels = inputs.get("labels")
         result = super().compute_loss(model, inputs, return_outputs=return_outputs)
         if labels is None:

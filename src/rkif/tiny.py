@@ -104,18 +104,18 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
 
 def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, intermediate_size=128, num_layers=2,
                      num_heads=4, seed=0, model_vocab_size=None, device="cpu", dtype=None):
-    """A small LlamaForCausalLM and its tokenizer, as each stack's models come (rkif.compat.TINY_CAUSAL_LM):
+    """A small LlamaForCausalLM and its tokenizer, as each stack's models come (rkif.compat.TINY_CAUSAL_TOKENIZER):
     pinned: LLaMA-2's kind, a sentencepiece LlamaTokenizer (unk 0, bos 1, eos 2; newlines kept as a token);
     current: SmolLM2's kind, grouped-query attention, rope_theta, tied embeddings and a byte-level BPE
     tokenizer with ChatML tokens (EOS <|im_end|>, no BOS added, no pad token) and a chat template.
     model_vocab_size (>= the tokenizer's) gives the real embedding shape (LLaMA-2: 32000)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from .compat import TINY_CAUSAL_LM
+    from .compat import TINY_CAUSAL_TOKENIZER
 
     os.makedirs(out_dir, exist_ok=True)
     texts = list(texts or DEFAULT_CORPUS)
-    if TINY_CAUSAL_LM["tokenizer"] == "bpe":
+    if TINY_CAUSAL_TOKENIZER == "bpe":
         tokenizer = byte_level_bpe_tokenizer(texts, vocab_size)
         special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
         shape = {"num_key_value_heads": max(1, num_heads // 2), "rope_theta": 100000.0, "tie_word_embeddings": True}
