@@ -44,33 +44,68 @@ def ewc_penalty(model, fisher, theta_prev, ewc_lambda):
     return ewc_lambda / 2 * total
 
 
+def fisher_loss_scale(training_scale, micro_batch_size, accumulation_steps, per_example=True):
+    """The fp16 loss scale for the Fisher's backward: training's, shared as training shares it.
+
+    Training's backward runs a micro-batch's mean loss divided by the accumulation steps, at the
+    scaler's scale; a per-example loss (the mean over one example's tokens) weights each of its tokens
+    about micro_batch_size x accumulation_steps times more, and a micro-batch loss (the batch estimate)
+    accumulation_steps times more. Multiplying by training's scale would overflow where training did
+    not (measured on a tiny T5, fp16: every chunk left out, an all-zero Fisher); this scale gives each
+    token the weight it had in training.
+    """
+    return training_scale / (accumulation_steps * (micro_batch_size if per_example else 1))
+
+
+MAX_HALVINGS = 24  # non-finite after this many halvings of the scale: not an overflow (a NaN in the model)
+
+
+def _scaled_backward(grads_at, loss_scale):
+    """grads_at(scale): a fresh forward and backward at that loss scale, returning the gradients with the
+    scale divided out. Halves the scale and tries again while they overflow, as the fp16 scaler backs
+    off (only under a loss scale: at 1.0 there is no fp16 scaling to back off). Returns (gradients, the
+    scale to go on with, halvings); gradients are None when non-finite at every scale tried (and the scale
+    to go on with is the one given)."""
+    for halvings in range(MAX_HALVINGS + 1 if loss_scale != 1.0 else 1):
+        grads = grads_at(loss_scale / 2 ** halvings)
+        if all(torch.isfinite(g).all() for g in grads.values()):
+            return grads, loss_scale / 2 ** halvings, halvings
+    return None, loss_scale, 0
+
+
 def batch_fisher(model, batches, parameters, autocast=contextlib.nullcontext, loss_scale=1.0):
     """{name: mean over batches of grad^2} of the batch loss, for the given {name: parameter} (--ewc_fisher batch).
 
     autocast: the context training ran its forward in (the Trainer's compute_loss_context_manager),
-    so the Fisher sees the model as training did. loss_scale: the fp16 gradient scaler's scale; the
-    loss is multiplied by it so that small gradients do not underflow in fp16, and the gradients are
-    divided by it again (in fp32) before squaring. A batch whose scaled gradients overflow is left out.
+    so the Fisher sees the model as training did. loss_scale: the fp16 loss scale (fisher_loss_scale);
+    the loss is multiplied by it so that small gradients do not underflow in fp16, and the gradients are
+    divided by it again (in fp32) before squaring. A batch whose gradients overflow is redone at half
+    the scale, and the lower scale kept; one non-finite at every scale is left out.
     """
     fisher = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in parameters.items()}
     was_training = model.training
     model.eval()
-    count = skipped = 0
+    count = skipped = lowered = 0
+    start_scale = loss_scale
     for batch in batches:
-        model.zero_grad()
-        with autocast():
-            loss = model(**batch).loss
-        (loss * loss_scale).backward()
-        grads = {n: p.grad.detach().float() / loss_scale for n, p in parameters.items() if p.grad is not None}
-        if loss_scale != 1.0 and not all(torch.isfinite(g).all() for g in grads.values()):
+        def grads_at(scale):
+            model.zero_grad()
+            with autocast():
+                loss = model(**batch).loss
+            (loss * scale).backward()
+            return {n: p.grad.detach().float() / scale for n, p in parameters.items() if p.grad is not None}
+
+        grads, loss_scale, halvings = _scaled_backward(grads_at, loss_scale)
+        if grads is None:
             skipped += 1
             continue
+        lowered += halvings
         for n, g in grads.items():
             fisher[n] += g ** 2
         count += 1
     model.zero_grad()
     model.train(was_training)
-    _report_overflow(skipped, skipped + count, "batches", loss_scale)
+    _report_overflow(skipped, skipped + count, "batches", start_scale, loss_scale if lowered else None)
     return {n: f / max(count, 1) for n, f in fisher.items()}
 
 
@@ -97,19 +132,22 @@ def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontex
     """{name: mean over examples of (d loss_i / d parameter)^2}, loss_i = per_example_losses; chunks
     are collated batches of examples, whose size changes nothing but memory and speed.
 
-    loss_scale: the fp16 scaler's scale, multiplied into the losses and divided out of the gradients
-    (in fp32) before squaring; a chunk whose scaled gradients overflow is left out.
+    loss_scale: the fp16 loss scale for a per-example loss (fisher_loss_scale), multiplied into the
+    losses and divided out of the gradients (in fp32) before squaring. A chunk whose gradients overflow
+    is redone at half the scale, and the lower scale kept; one non-finite at every scale is left out.
     """
     sums = {n: torch.zeros_like(p, dtype=torch.float32) for n, p in parameters.items()}
     modules = {_linear_of(model, n, p): n for n, p in parameters.items()}
     chunk_grads = {}
+    current = {"scale": loss_scale}
+    start_scale = loss_scale
 
     def keep_input(module, args, output):
         x, name = args[0].detach(), modules[module]
 
         def add_per_example_grad(grad_output):
             b = grad_output.shape[0]
-            g = torch.einsum("bto,bti->boi", grad_output.float().reshape(b, -1, module.out_features) / loss_scale,
+            g = torch.einsum("bto,bti->boi", grad_output.float().reshape(b, -1, module.out_features) / current["scale"],
                              x.float().reshape(b, -1, module.in_features))
             chunk_grads[name] = chunk_grads[name] + g if name in chunk_grads else g  # a layer called twice: summed
 
@@ -118,34 +156,46 @@ def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontex
     handles = [m.register_forward_hook(keep_input) for m in modules]
     was_training = model.training
     model.eval()
-    count = skipped = 0
+    count = skipped = lowered = 0
     try:
         for batch in chunks:
-            model.zero_grad()
-            chunk_grads.clear()
-            with autocast():
-                losses = per_example_losses(model, batch)
-            (losses.sum() * loss_scale).backward()
-            if loss_scale != 1.0 and not all(torch.isfinite(g).all() for g in chunk_grads.values()):
-                skipped += len(losses)
+            def grads_at(scale):
+                model.zero_grad()
+                chunk_grads.clear()
+                current["scale"] = scale
+                with autocast():
+                    losses = per_example_losses(model, batch)
+                (losses.sum() * scale).backward()
+                return dict(chunk_grads)
+
+            grads, loss_scale, halvings = _scaled_backward(grads_at, loss_scale)
+            size = len(batch["labels"])
+            if grads is None:
+                skipped += size
                 continue
-            for n, g in chunk_grads.items():
+            lowered += halvings
+            for n, g in grads.items():
                 sums[n] += (g ** 2).sum(0)
-            count += len(losses)
+            count += size
     finally:
         for h in handles:
             h.remove()
         chunk_grads.clear()
         model.zero_grad()
         model.train(was_training)
-    _report_overflow(skipped, skipped + count, "examples", loss_scale)
+    _report_overflow(skipped, skipped + count, "examples", start_scale, loss_scale if lowered else None)
     return {n: v / max(count, 1) for n, v in sums.items()}
 
 
-def _report_overflow(skipped, total, what, loss_scale):
+def _report_overflow(skipped, total, what, loss_scale, lowered_to=None):
+    if lowered_to is not None:
+        print(f"EWC Fisher: fp16 gradients overflowed at loss scale {loss_scale}; lowered to {lowered_to}",
+              file=sys.stderr)
     if skipped:
-        print(f"warning: EWC Fisher: {skipped} of {total} {what} overflowed at loss scale {loss_scale} and were left "
-              "out" + ("; the Fisher is all zeros, so EWC will not hold this task" if skipped == total else ""),
+        print(f"warning: EWC Fisher: {skipped} of {total} {what} had non-finite gradients"
+              + (f" at loss scales down to {loss_scale / 2 ** MAX_HALVINGS}" if loss_scale != 1.0 else "")
+              + " and were left out"
+              + ("; the Fisher is all zeros, so EWC will not hold this task" if skipped == total else ""),
               file=sys.stderr)
 
 

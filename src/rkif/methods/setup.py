@@ -58,7 +58,11 @@ def end_of_task_files(method, trainer, plan, features, micro_batch_size, fisher_
     batches = (trainer._prepare_inputs(trainer.data_collator([dict(f) for f in features[i:i + size]]))
                for i in range(0, len(features), size))
     scaler = compat.grad_scaler(trainer)
-    scale = scaler.get_scale() if scaler is not None else 1.0
+    scale = 1.0
+    if scaler is not None:
+        accumulation = getattr(getattr(trainer, "args", None), "gradient_accumulation_steps", 1)
+        scale = ewc.fisher_loss_scale(scaler.get_scale(), micro_batch_size, accumulation,
+                                      per_example=fisher_estimate == "per_example")
     estimate = ewc.per_example_fisher if fisher_estimate == "per_example" else ewc.batch_fisher
     fisher = estimate(model, batches, params, trainer.compute_loss_context_manager, scale)
     previous = ewc.load_state(plan.previous_adapter, device) if plan.previous_adapter else None
