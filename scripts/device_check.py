@@ -18,7 +18,7 @@ that fails or runs out of time is recorded with its error and the next one goes 
 - {backbone}_resume: RKIF task 1 stopped at a checkpoint and resumed: the adapter against an
   uninterrupted run's;
 - {backbone}_generation: batched against one-at-a-time greedy generation (throughput ratio,
-  identical outputs), and the GPU default numerics (bf16 base, LoRA unmerged in fp32) against
+  identical outputs), and bf16 numerics (bf16 base, LoRA unmerged in fp32) against the default,
   fp32: the share of equal predictions;
 - ddp (two or more GPUs): a torchrun (NCCL) RKIF task whose ranks must hold bitwise equal LoRA
   weights after every fusion.
@@ -383,7 +383,7 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
         records = load_records(task_file(data, "test", tasks[1], b["suffix"]), b["fields"])
         section(f"{name}_generation", lambda: generation_section(
             lambda precision: b["factory"](model, precision, None, 512, gen_max_length), adapter, records,
-            gen_batch_size, "auto" if gpu else "bf16"))
+            gen_batch_size, "bf16"))
         if name == "t5":
             if gpus >= 2:
                 section("ddp", lambda: ddp_check(model, data, order, runs, gpus, b["flags"], tasks, section_seconds))

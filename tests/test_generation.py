@@ -82,12 +82,19 @@ def test_generation_numerics_per_precision_and_device(monkeypatch):
     from rkif.errors import InputError
     from rkif.numerics import GenerationNumerics, generation_numerics
 
-    assert generation_numerics("auto", "cpu", "t5") == GenerationNumerics("float32", merge=True)
-    assert generation_numerics("auto", "cuda", "t5") == GenerationNumerics("bfloat16", merge=False)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    assert generation_numerics("auto", "cuda", "llama") == GenerationNumerics("float16", merge=False)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    for device in ("cpu", "cuda"):
+        for backbone in ("t5", "llama"):
+            assert generation_numerics("auto", device, backbone) == GenerationNumerics("float32", merge=True)
+    assert generation_numerics("bf16", "cuda", "t5") == GenerationNumerics("bfloat16", merge=False)
     assert generation_numerics("bf16_merged", "cuda", "llama") == GenerationNumerics("bfloat16", merge=True)
     assert generation_numerics("released", "cuda", "t5") == GenerationNumerics("bfloat16", False, half_after=True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    assert generation_numerics("auto", "cuda", "t5") == GenerationNumerics("float32", merge=True)
+    assert generation_numerics("fp16", "cuda", "llama") == GenerationNumerics("float16", merge=False)
+    for precision in ("bf16", "bf16_merged"):  # as training refuses it there
+        with pytest.raises(InputError, match=f"--precision {precision}: this GPU has no bfloat16 support"):
+            generation_numerics(precision, "cuda", "t5")
     with pytest.raises(InputError, match="released numerics are those of the T5 generator"):
         generation_numerics("released", "cuda", "llama")
     with pytest.raises(InputError, match="--precision must be one of"):
@@ -95,10 +102,9 @@ def test_generation_numerics_per_precision_and_device(monkeypatch):
 
 
 def test_bf16_generation_keeps_the_adapter_unmerged_in_fp32(tiny_t5, tmp_path):
-    """The GPU default, run on CPU (bf16 matmuls work there): bf16 base, LoRA branch unmerged in fp32,
-    logits close to fp32's; bf16_merged folds the adapter into the weights; released is fp16 throughout."""
+    """Run on CPU (bf16 matmuls work there): bf16 base, LoRA branch unmerged in fp32; bf16_merged folds the
+    adapter into the weights; released is fp16 throughout; fp32 merged."""
     random_lora_adapter(AutoModelForSeq2SeqLM, tiny_t5, tmp_path / "adapter", ["q", "v"], TaskType.SEQ_2_SEQ_LM, 0.3)
-    logits = {}
     for precision in ("fp32", "bf16", "bf16_merged", "released"):
         m, tok, _ = load_seq2seq_for_generation(tiny_t5, str(tmp_path / "adapter"), precision)
         lora = {n: p.dtype for n, p in m.named_parameters() if "lora_" in n}
@@ -110,12 +116,70 @@ def test_bf16_generation_keeps_the_adapter_unmerged_in_fp32(tiny_t5, tmp_path):
             assert lora and set(lora.values()) == {torch.float16} and base == {torch.float16}
         else:
             assert not lora and base == {torch.float32 if precision == "fp32" else torch.bfloat16}
-        if precision != "released":  # fp16 matmuls on CPU are slow and T5 is no fp16 model: shapes only
-            enc = tok(["Text: bright day\nAnswer:"], return_tensors="pt")
-            with torch.no_grad():
-                logits[precision] = m(**enc, decoder_input_ids=torch.zeros(1, 1, dtype=torch.long)).logits.float()
-    spread = (logits["fp32"].max() - logits["fp32"].min()).item()
-    assert (logits["bf16"] - logits["fp32"]).abs().max().item() < 0.05 * spread
+
+
+def small_update_error(backbone, base, folder, relative, numerics):
+    """||effect - fp32 effect|| / ||fp32 effect|| of a LoRA update of the given size relative to each targeted
+    weight (Frobenius norms), on the logits of three prompts, under the given GenerationNumerics; the effect is
+    the logits with the adapter minus without it, both under those numerics."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from rkif.causal import load_tokenizer
+    from rkif.numerics import GenerationNumerics, assemble
+
+    seq2seq = backbone == "t5"
+    model_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
+    model = get_peft_model(model_class.from_pretrained(base), LoraConfig(
+        r=8, lora_alpha=16, target_modules=["q", "v"] if seq2seq else ["q_proj", "v_proj"],
+        task_type=TaskType.SEQ_2_SEQ_LM if seq2seq else TaskType.CAUSAL_LM))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for module in model.modules():
+            if hasattr(module, "lora_A") and "default" in module.lora_A:
+                a, b = module.lora_A["default"].weight, module.lora_B["default"].weight
+                a.copy_(torch.randn(a.shape, generator=g))
+                b.copy_(torch.randn(b.shape, generator=g))
+                weight = getattr(module, "base_layer", module).weight
+                b.mul_(relative * weight.norm() / (module.scaling["default"] * (b @ a)).norm())
+    save_adapter(model, str(folder))
+    tokenizer = AutoTokenizer.from_pretrained(base) if seq2seq else load_tokenizer(base)
+    enc = tokenizer(["Text: a bright and sunny day in the park\nAnswer:", "Text: rain all night\nAnswer:",
+                     "Text: what is the weather like\nAnswer:"], return_tensors="pt", padding=True)
+
+    def effect(numerics):
+        dtype = getattr(torch, numerics.dtype)
+        unmerged = assemble(model_class.from_pretrained(base, torch_dtype=dtype), str(folder),
+                            GenerationNumerics(numerics.dtype, merge=False, half_after=numerics.half_after))
+        extra = {"decoder_input_ids": torch.zeros(3, 1, dtype=torch.long)} if seq2seq else {}
+        with torch.no_grad():
+            if numerics.merge:
+                with_update = unmerged.merge_and_unload()(**enc, **extra).logits.float()
+                without = model_class.from_pretrained(base, torch_dtype=dtype)(**enc, **extra).logits.float()
+            else:
+                with_update = unmerged(**enc, **extra).logits.float()
+                with unmerged.disable_adapter():
+                    without = unmerged(**enc, **extra).logits.float()
+        return with_update - without
+
+    reference = effect(GenerationNumerics("float32", merge=False))
+    assert reference.norm() > 0 and isinstance(model, PeftModel)
+    return ((effect(numerics) - reference).norm() / reference.norm()).item()
+
+
+@pytest.mark.parametrize("backbone", ["t5", "llama"])
+def test_default_generation_on_a_gpu_keeps_a_small_update(backbone, tiny_t5, tiny_llama, tmp_path, monkeypatch):
+    """The GPU default must keep 99% of a LoRA update of 1e-3 of the weights' size (error <= 1%). bf16,
+    merged or unmerged, drowns it in its own rounding (an error of several times the update: measured in
+    docs/evaluation.md); bf16 was the GPU default before."""
+    from rkif.numerics import GenerationNumerics, generation_numerics
+
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
+    base = tiny_t5 if backbone == "t5" else tiny_llama
+    default = generation_numerics("auto", "cuda", backbone)
+    assert small_update_error(backbone, base, tmp_path / "a", 1e-3, default) <= 0.01
+    # and what the explicit choice costs: more than the update itself
+    assert small_update_error(backbone, base, tmp_path / "b", 1e-3, GenerationNumerics("bfloat16", False)) > 1
 
 
 def test_batched_greedy_equals_one_at_a_time(tiny_t5, bench_dir, tmp_path):
@@ -137,3 +201,42 @@ def test_batched_greedy_equals_one_at_a_time(tiny_t5, bench_dir, tmp_path):
         batched += greedy_seq2seq(m, tok, device, texts[i:i + 5], max_length=24)
     assert batched == single
     assert len(set(single)) > 1  # the predictions actually vary
+
+
+@pytest.mark.parametrize("backbone", ["t5", "llama"])
+def test_generation_loads_the_base_without_initialising_it(backbone, tiny_t5, tiny_llama, tmp_path, monkeypatch):
+    """Each task's generation loads the base again: initialising its weights first (random numbers over a
+    7B model on the CPU, ~13.5 GB and tens of seconds a task) is work thrown away."""
+    from transformers import AutoModelForCausalLM
+
+    from rkif.causal import load_causal_for_generation
+
+    base, model_class, task_type, targets, load = {
+        "t5": (tiny_t5, AutoModelForSeq2SeqLM, TaskType.SEQ_2_SEQ_LM, ["q", "v"], load_seq2seq_for_generation),
+        "llama": (tiny_llama, AutoModelForCausalLM, TaskType.CAUSAL_LM, ["q_proj", "v_proj"],
+                  load_causal_for_generation)}[backbone]
+    random_lora_adapter(model_class, base, tmp_path / "adapter", targets, task_type, 0.1)
+    from transformers import PreTrainedModel
+
+    filled, in_base_load = [], []
+    for fill in ("uniform_", "normal_"):
+        original = getattr(torch.Tensor, fill)
+
+        def counting(self, *args, _original=original, **kwargs):
+            if self.device.type != "meta" and in_base_load:
+                filled.append(tuple(self.shape))
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, fill, counting)
+    base_load = PreTrainedModel.from_pretrained.__func__
+
+    def counted_base_load(cls, *args, **kwargs):  # (peft's new LoRA layers are initialised: not counted)
+        in_base_load.append(True)
+        try:
+            return base_load(cls, *args, **kwargs)
+        finally:
+            in_base_load.pop()
+
+    monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(counted_base_load))
+    model, _, _ = load(base, str(tmp_path / "adapter"), "fp32")
+    assert filled == [] and model is not None

@@ -242,7 +242,7 @@ def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_
     tokenizer = load_tokenizer(base_model, cache_dir)
     source, gguf = pretrained_source(base_model, model=True)
     model = dense_model(load_pretrained(AutoModelForCausalLM.from_pretrained, source, cache_dir=cache_dir, **gguf,
-                                        **model_load_kwargs(getattr(torch, numerics.dtype))))
+                                        **model_load_kwargs(getattr(torch, numerics.dtype), skip_init=True)))
     model = assemble(model, adapter_dir, numerics)
     model.config.pad_token_id = tokenizer.pad_token_id
     return model.to(device).eval(), tokenizer, device

@@ -26,7 +26,7 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     numerics = generation_numerics(precision, device, "t5")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
     model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, base_model, cache_dir=cache_dir,
-                            **model_load_kwargs(getattr(torch, numerics.dtype)))
+                            **model_load_kwargs(getattr(torch, numerics.dtype), skip_init=True))
     return assemble(model, adapter_dir, numerics).to(device).eval(), tokenizer, device
 
 

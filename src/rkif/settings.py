@@ -138,8 +138,8 @@ class LlamaSettings:
 class GenerationSettings:
     """Predictions on the test splits."""
     batch_size: int = setting(32, "test examples per generation batch")
-    precision: str = setting("auto", "auto (GPU: bf16 base, LoRA unmerged in fp32; CPU: fp32, merged) | fp32 | "
-                                     "bf16 | fp16 | bf16_merged | released (see rkif/numerics.py)")
+    precision: str = setting("auto", "auto (= fp32, LoRA merged: keeps small updates) | fp32 | bf16 | fp16 | "
+                                     "bf16_merged | released (see rkif/numerics.py, docs/evaluation.md)")
     truncate_inputs: bool = setting(False, "cut test inputs at the training cutoff (default: fed whole, as released)")
     max_length: int = setting(128, "T5: the longest prediction, in tokens")
     max_new_tokens: int = setting(128, "LLaMA: the longest response, in tokens")
