@@ -240,3 +240,65 @@ def test_generation_loads_the_base_without_initialising_it(backbone, tiny_t5, ti
     monkeypatch.setattr(PreTrainedModel, "from_pretrained", classmethod(counted_base_load))
     model, _, _ = load(base, str(tmp_path / "adapter"), "fp32")
     assert filled == [] and model is not None
+
+
+def test_memory_budget_cuts_batches_by_bytes_and_predictions_do_not_change(tiny_llama, tmp_path, monkeypatch):
+    """A LLaMA test split with a few long prompts: under a budget, every batch handed to generate (its recorded
+    shape) fits the budget by rkif.generation_memory's bytes; by count alone the first batch, of the longest
+    prompts, took several times the budget. Predictions are the same either way."""
+    from transformers import AutoModelForCausalLM
+    from transformers.generation.utils import GenerationMixin
+
+    from rkif.causal import causal_predictor_factory
+    from rkif.generation_memory import example_bytes
+
+    random_lora_adapter(AutoModelForCausalLM, tiny_llama, tmp_path / "adapter", ["q_proj", "v_proj"],
+                        TaskType.CAUSAL_LM, 0.3)
+    words = "bright sunny day with a clear sky".split()
+    records = [{"id": f"r{k}", "instruction": "What is the weather? Option: sunny, rainy.\n",
+                "input": "Text: " + " ".join(words[j % len(words)] for j in range(3 + (60 if k < 4 else k % 9))),
+                "output": "sunny"} for k in range(20)]
+    shapes = []
+    generate = GenerationMixin.generate
+
+    def recording(self, *args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return generate(self, *args, **kwargs)
+
+    monkeypatch.setattr(GenerationMixin, "generate", recording)
+    new_tokens, batch_size = 4, 8
+
+    def predictions(memory_gb, name):
+        predict = causal_predictor_factory(tiny_llama, "fp32", cutoff_len=64, max_new_tokens=new_tokens,
+                                           memory_gb=memory_gb)(str(tmp_path / "adapter"))
+        shapes.clear()
+        path = str(tmp_path / f"{name}.jsonl")
+        write_predictions(records, predict, path, batch_size, fits=getattr(predict, "fits", None),
+                          token_lengths=predict.lengths(records))
+        config = AutoModelForCausalLM.from_pretrained(tiny_llama).config
+        used = [b * example_bytes(config, 4, width, new_tokens) for b, width in shapes]
+        return [json.loads(line)["pred"] for line in open(path)], list(shapes), used
+
+    by_count, count_shapes, count_bytes = predictions(0.0, "count")  # CPU: no budget unless given
+    assert count_shapes[0][0] == batch_size
+    budget_gb = count_bytes[0] / 3 / 2 ** 30  # a third of what the first counted batch took
+    budgeted, budget_shapes, budget_bytes = predictions(budget_gb, "budget")
+    assert max(budget_bytes) <= budget_gb * 2 ** 30 < count_bytes[0]
+    assert budget_shapes[0][0] < max(b for b, _ in budget_shapes)  # the long ones come fewer at a time
+    assert sum(b for b, _ in budget_shapes) == len(records) and budgeted == by_count
+
+
+def test_example_bytes_grow_with_the_square_of_the_length():
+    from types import SimpleNamespace
+
+    from rkif.generation_memory import example_bytes, largest_batch
+
+    llama7b = SimpleNamespace(hidden_size=4096, num_attention_heads=32, num_key_value_heads=32, num_hidden_layers=32,
+                              intermediate_size=11008, vocab_size=32000, is_encoder_decoder=False)
+    one, two = (example_bytes(llama7b, 4, n, 0) - example_bytes(llama7b, 4, n - 1, 0) for n in (1024, 2048))
+    assert two > one  # the per-token cost rises with the length: the L^2 term
+    # by hand, one example of 2048 prompt + 128 new tokens in fp32: KV 2*32*4096*4*2176, activations
+    # 2048*(4*4096+3*11008)*4, logits 2048*32000*8, attention 32*2048^2*12
+    by_hand = 2 * 32 * 4096 * 4 * 2176 + 2048 * (4 * 4096 + 3 * 11008) * 4 + 2048 * 32000 * 8 + 32 * 2048 ** 2 * 12
+    assert example_bytes(llama7b, 4, 2048, 128) == by_hand
+    assert largest_batch(llama7b, 4, 2048, 128, 40 * 2 ** 30) == 40 * 2 ** 30 // by_hand

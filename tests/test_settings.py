@@ -7,7 +7,7 @@ from dataclasses import fields
 import pytest
 
 from rkif.backbones import LLAMA, T5
-from rkif.commands import COMMANDS, generate_bwt_llama, train_llama, train_t5
+from rkif.commands import COMMANDS, generate_bwt_llama, generate_bwt_t5, train_llama, train_t5
 from rkif.compat import training_argument
 from rkif.recipes import RECIPE_FLAGS
 from rkif.settings import KIFConfig, TrainingSettings, command, default, help_lines, pick
@@ -43,7 +43,7 @@ def test_each_backbone_differs_from_the_declarations_only_where_its_description_
     # what a recipe sets defaults to None ("the recipe's value") on the command line
     for fn, backbone in ((train_t5, "t5"), (train_llama, "llama")):
         assert all(defaults(fn)[flag] is None for flag in RECIPE_FLAGS[backbone])
-    assert defaults(generate_bwt_llama)["batch_size"] == 16 and "max_length" not in defaults(generate_bwt_llama)
+    assert defaults(generate_bwt_llama)["batch_size"] == defaults(generate_bwt_t5)["batch_size"] == 32 and "max_length" not in defaults(generate_bwt_llama)
 
 
 def test_every_flag_of_every_command_has_help():

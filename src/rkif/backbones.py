@@ -67,7 +67,7 @@ def _t5_features(tokenizer, values):
 
 def _t5_predictor(values, cutoff):
     return seq2seq_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
-                                     values["max_length"], values["truncate_inputs"])
+                                     values["max_length"], values["truncate_inputs"], values["generation_memory_gb"])
 
 
 T5 = Backbone(
@@ -127,7 +127,8 @@ def _llama_features(tokenizer, values):
 
 def _llama_predictor(values, cutoff):
     return causal_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
-                                    values["max_new_tokens"], values["truncate_inputs"], values["prompt_template_name"])
+                                    values["max_new_tokens"], values["truncate_inputs"], values["prompt_template_name"],
+                                    values["generation_memory_gb"])
 
 
 LLAMA = Backbone(
@@ -138,7 +139,6 @@ LLAMA = Backbone(
     task_type="CAUSAL_LM",
     training_defaults={"train_batch_size_outer": 64, "lora_target_modules": ("q_proj", "v_proj"),
                        "precision": "auto", "gradient_checkpointing": True},  # as the 8-bit preparation had it
-    generation_defaults={"batch_size": 16},
     check=_check_llama, load=_load_llama, finish=_finish_llama, features=_llama_features,
     report=lambda plan, tokenizer, values: {"long_prompts": long_prompt_report(
         plan, tokenizer, values["cutoff_len"], values["long_prompts"], values["prompt_template_name"])},

@@ -310,10 +310,12 @@ def released_answer(text, eos_token="</s>"):
 
 
 def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128,
-                             truncate_inputs=False, template="alpaca"):
+                             truncate_inputs=False, template="alpaca", memory_gb=0.0):
     """make_predictor(adapter_dir) -> predict(records); prompts fed whole unless truncate_inputs (then
     cut to cutoff_len from the beginning). predict.lengths / predict.training_cutoff: prompt lengths
-    in tokens and cutoff_len, for the count of test prompts longer than what training saw."""
+    in tokens and cutoff_len, for the count of test prompts longer than what training saw. predict.fits: the
+    memory budget of a batch (rkif.generation_memory), absent on CPU unless memory_gb is given."""
+    from .seq2seq import add_memory_budget
 
     def make_predictor(adapter_dir):
         model, tokenizer, device = load_causal_for_generation(base_model, adapter_dir, precision, cache_dir)
@@ -326,6 +328,7 @@ def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutof
 
         predict.lengths = lambda records: [_prompt_length(tokenizer, r, template) for r in records]
         predict.training_cutoff = cutoff_len
+        add_memory_budget(predict, model, device, max_new_tokens, memory_gb)
         return predict
 
     return make_predictor

@@ -84,7 +84,8 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
                                            predict.training_cutoff)
                     # batches by characters, as before: near-ties of a small model can flip with the
                     # padding of another batch composition, and the demo's figures are measured this way
-                    write_predictions(records, predict, path, batch_size, desc=f"{kind} adapter {t} -> {i}-{tasks[i]}")
+                    write_predictions(records, predict, path, batch_size, desc=f"{kind} adapter {t} -> {i}-{tasks[i]}",
+                                      fits=getattr(predict, "fits", None), token_lengths=lengths)
                 except OSError as e:
                     raise write_failed(e, pred_dir, f"Finished prediction files are kept, and so are the finished "
                                        f"lines of {path}{PARTIAL}; a rerun continues from them") from None

@@ -15,11 +15,22 @@ from tqdm import tqdm
 PARTIAL = ".partial"
 
 
-def length_sorted_batches(lengths, batch_size):
+def length_sorted_batches(lengths, batch_size, fits=None, token_lengths=None):
     """Index batches, longest inputs first: little padding per batch, and an out-of-memory
-    error, if any, comes at the start rather than hours in."""
+    error, if any, comes at the start rather than hours in. A batch holds at most batch_size
+    examples and, given fits(size, longest token length) (rkif.generation_memory.batch_fits), no
+    more than fits allows; token_lengths (default: lengths) are what fits is asked about. An
+    example that does not fit alone still gets a batch of its own."""
     order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
-    return [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    tokens = lengths if token_lengths is None else token_lengths
+    batches, batch, longest = [], [], 0
+    for i in order:
+        if batch and (len(batch) == batch_size or (fits and not fits(len(batch) + 1, max(longest, tokens[i])))):
+            batches.append(batch)
+            batch, longest = [], 0
+        batch.append(i)
+        longest = max(longest, tokens[i])
+    return batches + [batch] if batch else batches
 
 
 def read_partial(path):
@@ -42,11 +53,12 @@ def read_partial(path):
     return done
 
 
-def write_predictions(records, predict, out_path, batch_size, lengths=None, desc=None):
+def write_predictions(records, predict, out_path, batch_size, lengths=None, desc=None, fits=None, token_lengths=None):
     """Predict every record (those not already in the partial file) and write out_path.
 
     predict: list of records -> list of prediction strings, in order.
     lengths: per-record input lengths for length-sorted batches (default: characters of "input").
+    fits, token_lengths: the memory budget of a batch (length_sorted_batches).
     Returns the number of records predicted in this call (0 when out_path already exists).
     """
     if os.path.isfile(out_path):
@@ -60,7 +72,8 @@ def write_predictions(records, predict, out_path, batch_size, lengths=None, desc
     todo = [i for i, r in enumerate(records) if r["id"] not in done]
     if lengths is None:
         lengths = [len(r["input"]) for r in records]
-    batches = length_sorted_batches([lengths[i] for i in todo], batch_size)
+    batches = length_sorted_batches([lengths[i] for i in todo], batch_size, fits,
+                                    None if token_lengths is None else [token_lengths[i] for i in todo])
     with open(partial, "a", encoding="utf-8") as f, tqdm(total=len(todo), desc=desc, unit="ex") as bar:
         for batch in batches:
             chunk = [records[todo[j]] for j in batch]

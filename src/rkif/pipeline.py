@@ -69,6 +69,7 @@ def run_pipeline(values):
     # test inputs; None: the recipe's, resolved by the generator) and the LLaMA prompt template
     generation = dict(precision=precision, cache_dir=cache_dir, truncate_inputs=truncate_inputs,
                       max_length=max_length, max_new_tokens=max_new_tokens,
+                      generation_memory_gb=values["generation_memory_gb"],
                       **{flag: train_flags.get(flag, default(backbone.settings, flag))
                          for flag in backbone.generation_flags},
                       **named, **common)
@@ -163,7 +164,8 @@ run_order = command(
     run_pipeline,
     (PipelineSettings, (BWTSettings, ["matrix"]),
      (RunSettings, ["base_model", "dataset_id", "data_dir", "output_path", "cache_dir", "seed", "recipe"]),
-     (GenerationSettings, ["precision", "truncate_inputs", "max_length", "max_new_tokens"])),
+     (GenerationSettings, ["precision", "truncate_inputs", "max_length", "max_new_tokens",
+                          "generation_memory_gb"])),
     name="run_order", more_flags=True, defaults={"precision": None},
     doc="Train every task of an order for each method, generate, score, and summarise the methods side by side. "
         "precision (None: generation's default; with --train_only: the training precision) and truncate_inputs "

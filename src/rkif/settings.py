@@ -137,12 +137,16 @@ class LlamaSettings:
 @dataclass
 class GenerationSettings:
     """Predictions on the test splits."""
-    batch_size: int = setting(32, "test examples per generation batch")
+    batch_size: int = setting(32, "the most test examples per generation batch (fewer where long inputs would "
+                                  "pass --generation_memory_gb)")
     precision: str = setting("auto", "auto (= fp32, LoRA merged: keeps small updates) | fp32 | bf16 | fp16 | "
                                      "bf16_merged | released (see rkif/numerics.py, docs/evaluation.md)")
     truncate_inputs: bool = setting(False, "cut test inputs at the training cutoff (default: fed whole, as released)")
     max_length: int = setting(128, "T5: the longest prediction, in tokens")
     max_new_tokens: int = setting(128, "LLaMA: the longest response, in tokens")
+    generation_memory_gb: float = setting(0.0, "GiB a generation batch may take; batches are cut to fit it "
+                                               "(rkif/generation_memory.py). 0: 85% of the GPU's free memory "
+                                               "once the model is loaded; on CPU, no limit but --batch_size")
 
 
 @dataclass
