@@ -36,7 +36,7 @@ def test_required_files_name_every_rank():
 def test_marker_records_every_file_and_size_and_then_detects_damage(tmp_path):
     ck = write_checkpoint(tmp_path / "checkpoint-4", {"a.bin": "12345", "b.json": "{}"}, step=4)
     marker = json.load(open(os.path.join(ck, COMPLETE)))
-    assert marker == {"global_step": 4, "files": {"a.bin": 5, "b.json": 2}}
+    assert marker == {"global_step": 4, "world_size": 1, "files": {"a.bin": 5, "b.json": 2}}
     assert not os.path.exists(os.path.join(ck, COMPLETE + ".tmp"))
     assert incomplete_reason(ck) is None
     with open(os.path.join(ck, "a.bin"), "w") as f:
@@ -144,3 +144,45 @@ def test_resume_refuses_a_checkpoint_without_kif_state(tiny_t5, bench_dir, tmp_p
     with pytest.raises(FileNotFoundError, match="kif_state_0.pt is missing"):
         resumed.train(resume_from_checkpoint=str(tmp_path / "run" / "checkpoint-5"))
 
+
+
+def test_a_resume_on_another_number_of_ranks_is_refused_before_any_model_loads(tiny_t5, bench_dir, tmp_path,
+                                                                                monkeypatch, capsys):
+    """From 1 rank to N every rank loaded the model, then failed on a missing rng_state_{r}.pth; from N to
+    fewer the resume went on silently without the RNG states. Now: one error line, exit 2, nothing loaded."""
+    from conftest import TASKS, cli_args
+    from rkif.commands import finetune_t5_main
+    from rkif.run_folders import adapter_dir
+    from rkif.training import resolve_resume
+
+    task_dir = adapter_dir(str(tmp_path / "out"), tiny_t5, "SeqLoRA", "order", 0, TASKS[0])
+    two = os.path.join(task_dir, "checkpoint-2")
+    os.makedirs(two)
+    for name in ("adapter_model.bin", "rng_state_0.pth", "rng_state_1.pth"):
+        torch.save({}, os.path.join(two, name))
+    write_complete_marker(two, 2, ["adapter_model.bin"], world_size=2)  # as 2 ranks write it
+    marker = os.path.join(two, COMPLETE)
+    assert resolve_resume(True, task_dir, world_size=2) == two
+    for resume in (True, "auto", two):
+        with pytest.raises(Exception, match=r"saved by 2 rank\(s\) and this run has 1; resume it on 2"):
+            resolve_resume(resume, task_dir, world_size=1)
+    # a marker written before the world size was recorded: read from the RNG files
+    legacy = json.load(open(marker))
+    del legacy["world_size"]
+    json.dump(legacy, open(marker, "w"))
+    with pytest.raises(Exception, match=r"saved by 2 rank\(s\) and this run has 1"):
+        resolve_resume(True, task_dir, world_size=1)
+    one = write_checkpoint(os.path.join(task_dir, "checkpoint-1"), {"rng_state.pth": "x"})
+    with pytest.raises(Exception, match=r"saved by 1 rank\(s\) and this run has 4; resume it on 1"):
+        resolve_resume(one, task_dir, world_size=4)
+
+    def no_load(*args, **kwargs):
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(transformers.AutoModelForSeq2SeqLM, "from_pretrained", no_load)
+    with pytest.raises(SystemExit) as e:
+        finetune_t5_main(cli_args(tiny_t5, bench_dir, str(tmp_path / "out"), 0, "SeqLoRA", val_set_size=0,
+                                  resume_from_checkpoint=True))
+    assert e.value.code == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "saved by 2 rank(s) and this run has 1" in errors[0]

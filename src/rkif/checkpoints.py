@@ -27,7 +27,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from . import compat
 from .adapters import ADAPTER_WEIGHTS, load_adapter_weights
-from .errors import write_failed
+from .errors import InputError, write_failed
 from .plain_data import load_plain
 
 COMPLETE = "checkpoint_complete.json"
@@ -41,8 +41,9 @@ def required_files(world_size, extra_per_rank=()):
     return [ADAPTER_WEIGHTS, "optimizer.pt", "scheduler.pt", "trainer_state.json", *rng, *per_rank]
 
 
-def write_complete_marker(checkpoint, step, required):
-    """Record every file of ``checkpoint`` with its size, atomically, once ``required`` are all there."""
+def write_complete_marker(checkpoint, step, required, world_size=1):
+    """Record every file of ``checkpoint`` with its size and the number of ranks that wrote it, atomically,
+    once ``required`` are all there."""
     missing = [f for f in required if not os.path.isfile(os.path.join(checkpoint, f))]
     if missing:
         raise RuntimeError(f"{checkpoint}: not marked complete, {missing} were not written")
@@ -50,7 +51,7 @@ def write_complete_marker(checkpoint, step, required):
              if f != COMPLETE and os.path.isfile(os.path.join(checkpoint, f))}
     tmp = os.path.join(checkpoint, COMPLETE + ".tmp")
     with open(tmp, "w") as f:
-        json.dump({"global_step": step, "files": files}, f, indent=1)
+        json.dump({"global_step": step, "world_size": world_size, "files": files}, f, indent=1)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, os.path.join(checkpoint, COMPLETE))
@@ -71,6 +72,28 @@ def incomplete_reason(checkpoint):
         if os.path.getsize(p) != size:
             return f"{name} has {os.path.getsize(p)} bytes, {size} were written"
     return None
+
+
+def saved_world_size(checkpoint):
+    """How many ranks wrote a complete checkpoint: its marker's record, else (markers written before it was
+    recorded) its RNG files: rng_state.pth alone is one rank, rng_state_{r}.pth one per rank."""
+    with open(os.path.join(checkpoint, COMPLETE)) as f:
+        marker = json.load(f)
+    if "world_size" in marker:
+        return int(marker["world_size"])
+    per_rank = [f for f in marker["files"] if re.fullmatch(r"rng_state_\d+\.pth", f)]
+    return len(per_rank) or 1
+
+
+def check_world_size(checkpoint, world_size):
+    """A resume runs on as many ranks as saved the checkpoint: each rank's RNG and share of the data order
+    are in it, and a different count would either fail after every rank loaded the model or resume silently
+    without them."""
+    saved = saved_world_size(checkpoint)
+    if saved != world_size:
+        raise InputError(f"--resume_from_checkpoint: {checkpoint} was saved by {saved} rank(s) and this run has "
+                         f"{world_size}; resume it on {saved} (torchrun --nproc_per_node {saved}, or one process for "
+                         f"1), or move the task's checkpoint-N folders away to start the task again")
 
 
 def checkpoint_folders(output_dir):
@@ -186,7 +209,8 @@ class AdapterCheckpointMixin:
                 torch.distributed.barrier()  # every rank's files are on disk
             if self.args.should_save:
                 write_complete_marker(checkpoint, self.state.global_step,
-                                      required_files(self.args.world_size, self.extra_checkpoint_files))
+                                      required_files(self.args.world_size, self.extra_checkpoint_files),
+                                      self.args.world_size)
         except (OSError, RuntimeError) as e:
             error = write_failed(e, checkpoint, f"{checkpoint} stays incomplete and will be skipped; nothing complete "
                                  f"was removed. {resume_hint(os.path.dirname(checkpoint))}")

@@ -79,7 +79,7 @@ def train_task(backbone, values):
         if adapter_exists(plan.output_dir):  # finished by the process that held the folder before us
             print(f"nothing to do: {plan.output_dir} holds the finished adapter of task {training.task_id}")
             return
-        resume = resolve_resume(training.resume_from_checkpoint, plan.output_dir)
+        resume = resolve_resume(training.resume_from_checkpoint, plan.output_dir, batches.world_size)
         print_settings(f"Training {backbone.title} with", settings, plan, batches)
 
         import transformers
@@ -178,15 +178,16 @@ def set_up_devices(world_size):
             "CUDA_VISIBLE_DEVICES (the grid scripts' GPU=)")
 
 
-def resolve_resume(resume_from_checkpoint, output_dir):
-    """The checkpoint to resume from, or None to start at step 0.
+def resolve_resume(resume_from_checkpoint, output_dir, world_size=1):
+    """The checkpoint to resume from, or None to start at step 0; one saved by another number of ranks
+    than world_size is refused (rkif.checkpoints.check_world_size), before any model loads.
 
     None / False: step 0. A folder: that checkpoint, which must be complete. True (the flag alone):
     the newest complete checkpoint of the task folder (newer incomplete ones are skipped with a
     warning). "auto" (what the grid scripts and run_pipeline.py pass): the same, or step 0 when
     the task folder holds none.
     """
-    from .checkpoints import incomplete_reason, newest_complete_checkpoint
+    from .checkpoints import check_world_size, incomplete_reason, newest_complete_checkpoint
 
     if resume_from_checkpoint in (None, False, ""):
         return None
@@ -197,6 +198,8 @@ def resolve_resume(resume_from_checkpoint, output_dir):
         if path is None and resume_from_checkpoint is True:
             raise InputError(f"--resume_from_checkpoint: no complete checkpoint-N folder in {output_dir} to resume "
                              "from")
+        if path is not None:
+            check_world_size(path, world_size)
         return checked_plain(path)
     if not isinstance(resume_from_checkpoint, str) or not os.path.isdir(resume_from_checkpoint):
         raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint!r} is not a checkpoint folder "
@@ -205,6 +208,7 @@ def resolve_resume(resume_from_checkpoint, output_dir):
     if reason:
         raise InputError(f"--resume_from_checkpoint: {resume_from_checkpoint} is incomplete ({reason}), so the "
                          "task cannot resume exactly from it; give the flag alone to take the newest complete one")
+    check_world_size(resume_from_checkpoint, world_size)
     return checked_plain(resume_from_checkpoint)
 
 
