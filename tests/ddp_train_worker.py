@@ -1,15 +1,18 @@
-"""Run by tests/test_ddp.py under `torchrun --nproc_per_node 2`: tasks 0 and 1 of METHOD with the real
-training script of BACKBONE (t5 | llama, LLaMA with its default gradient checkpointing)."""
+"""Run by tests/test_ddp.py under `torchrun --nproc_per_node 2`: tasks 0 and 1 of each method in METHODS (comma-
+separated; a method trained once on all tasks, MTL, trains its one task) with the real training script of
+BACKBONE (t5 | llama, LLaMA with its default gradient checkpointing)."""
 
 import sys
 
 from rkif.commands import train_llama, train_t5
+from rkif.methods import get_method
 
-backbone, method, model, data, order, out = sys.argv[1:7]
+backbone, methods, model, data, order, out = sys.argv[1:7]
 train = train_t5 if backbone == "t5" else train_llama
 extra = {} if backbone == "t5" else {"cutoff_len": 128}
-for task_id in (0, 1):
-    train(base_model=model, data_dir=data, dataset_id=order, task_id=task_id, output_path=out, method_name=method,
-          num_epochs=1, batch_size=8, micro_batch_size=2, inner_iterations=2, outer_iterations=2,
-          train_batch_size_outer=4, memory_data_ratio=25, val_set_size=0, warmup_steps=1, logging_steps=100,
-          **extra)
+for method in methods.split(","):
+    for task_id in (0, 1) if get_method(method).sequential else (2,):
+        train(base_model=model, data_dir=data, dataset_id=order, task_id=task_id, output_path=out, method_name=method,
+              num_epochs=1, batch_size=8, micro_batch_size=2, inner_iterations=2, outer_iterations=2,
+              train_batch_size_outer=4, memory_data_ratio=25, val_set_size=0, warmup_steps=1, logging_steps=100,
+              **extra)

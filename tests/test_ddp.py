@@ -55,21 +55,28 @@ def test_two_ranks_fuse_identically_and_rank0_saves(tiny_t5, bench_dir, tmp_path
 
 
 @pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed beside this Python")
-@pytest.mark.parametrize("method", ["EWC", "OLoRA"])
-def test_penalty_methods_train_llama_with_checkpointing_on_two_ranks(method, tiny_llama, bench_dir, tmp_path):
-    """A penalty on the LoRA weights, computed outside DDP's forward, on weights that also sit inside
-    gradient-checkpointed blocks (LLaMA's default): task 1 must train on 2 ranks."""
+@pytest.mark.parametrize("backbone", ["t5", "llama"])
+def test_every_method_trains_tasks_0_and_1_on_two_ranks(backbone, tiny_t5, tiny_llama, bench_dir, tmp_path):
+    """Every method on 2 gloo ranks, tasks 0 and 1 (MTL: its one task), LLaMA with its default gradient
+    checkpointing. EWC's and OLoRA's penalty on the LoRA weights is computed outside DDP's forward, on weights
+    that also sit inside checkpointed blocks: with reentrant checkpointing task 1 stopped at its first
+    synchronised backward ("Expected to mark a variable ready only once")."""
+    from rkif.methods import METHOD_NAMES, get_method
+
+    model = tiny_t5 if backbone == "t5" else tiny_llama
     out = str(tmp_path / "out")
     env = {**os.environ, "CUDA_VISIBLE_DEVICES": "", "OMP_NUM_THREADS": "1"}
     p = subprocess.run([TORCHRUN, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port",
-                        str(free_port()), os.path.join(ROOT, "tests", "ddp_train_worker.py"), "llama", method,
-                        tiny_llama, bench_dir, os.path.join(bench_dir, "order.json"), out],
-                       env=env, capture_output=True, text=True, timeout=600)
+                        str(free_port()), os.path.join(ROOT, "tests", "ddp_train_worker.py"), backbone,
+                        ",".join(METHOD_NAMES), model, bench_dir, os.path.join(bench_dir, "order.json"), out],
+                       env=env, capture_output=True, text=True, timeout=900)
     assert p.returncode == 0, p.stderr[-3000:]
-    info = json.load(open(os.path.join(out, f"{os.path.basename(tiny_llama)}lora_{method}_dataset_id_order", "1-sport",
-                                       "run_info.json")))
-    assert info["world_size"] == 2 and info["gradient_checkpointing"] is True
-    assert info["global_steps"] > 0 and info["train_metrics"]["train_loss"] > 0
+    for method in METHOD_NAMES:
+        task = "1-sport" if get_method(method).sequential else "2-food"
+        info = json.load(open(os.path.join(out, f"{os.path.basename(model)}lora_{method}_dataset_id_order", task,
+                                           "run_info.json")))
+        assert info["world_size"] == 2 and info["gradient_checkpointing"] is (backbone == "llama"), method
+        assert info["global_steps"] > 0 and info["train_metrics"]["train_loss"] > 0, method
 
 
 @pytest.mark.skipif(not os.path.exists(TORCHRUN), reason="torchrun is not installed beside this Python")

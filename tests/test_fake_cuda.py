@@ -119,6 +119,65 @@ def test_every_method_at_task_1_on_cuda(method, tiny_t5, task0):
         assert all(t.device.type == "cuda" for t in [*fused.values(), *stats.values()])
 
 
+def test_the_loop_itself_runs_on_cuda_with_one_host_read_per_fusion(tiny_t5, task0, monkeypatch):
+    """The Trainer's own code under fake CUDA: the optimizer hook (inner importance), two outer steps (clip,
+    optimizer step, outer importance; the forward/backward stands in, as autograd cannot run on a fake
+    device) and the fusion of recurrent_step. Every threshold, mask, statistic and weight stays on cuda (a
+    .cpu() in the quantile would put tau on the CPU, which a 0-dim comparison would not catch), and the one
+    host read of a fusion is its outer losses."""
+    from rkif.loop import _snapshot
+    from rkif.settings import KIFConfig
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    model, _ = set_up("RKIF", tiny_t5, task0)
+    host_reads = []
+
+    def counted_tolist(self):  # a fake tensor has no values: count the read, give zeros
+        host_reads.append(tuple(self.shape))
+        return [0.0] * self.numel()
+
+    monkeypatch.setattr(FakeTensor, "tolist", counted_tolist)
+    # copy_ between fake cuda tensors fails on a CPU build of torch; an in-place add is the same write (and
+    # stricter: it refuses a source on another device, which copy_ would move)
+    monkeypatch.setattr(FakeTensor, "copy_", lambda self, source, non_blocking=False: self.mul_(0).add_(source))
+    with fake_cuda():
+        to_fake_cuda(model)
+        params = lora_parameters(model)
+        trainer = RecurrentKIFMixin.__new__(RecurrentKIFMixin)
+        trainer.model = trainer.model_wrapped = model
+        trainer.kif = KIFConfig(outer_iterations=2, quantile=0.8)
+        trainer.args = types.SimpleNamespace(device=torch.device("cuda:0"), world_size=1, process_index=0,
+                                             gradient_accumulation_steps=2, max_grad_norm=1.0)
+        trainer.state = types.SimpleNamespace(global_step=8)
+        trainer.optimizer = torch.optim.SGD(list(params.values()), lr=0.1)
+        trainer.outer_optimizer = trainer.outer_scheduler = None
+        trainer.do_grad_scaling, trainer.accelerator = False, types.SimpleNamespace(scaler=None)
+        trainer._in_outer_loop = False
+        trainer.inner_tracker, trainer.outer_tracker = ImportanceTracker(), ImportanceTracker()
+        trainer.kif_history, trainer._pending_fusions = [], []
+        trainer.anchor = _snapshot(params)
+
+        def outer_forward_backward(model, batch):
+            for p in params.values():
+                p.grad = cuda_like(p)
+            return torch.empty((), device="cuda")
+
+        trainer._outer_forward_backward = outer_forward_backward
+        trainer.draw_memory_batch = lambda: ([0, 1], {})
+        for p in params.values():
+            p.grad = cuda_like(p)
+        trainer._after_optimizer_step(trainer.optimizer, (), {})
+        inner = list(trainer.inner_tracker.sensitivity.values())  # emptied by the fusion (empty_inner_score_flag)
+        trainer.recurrent_step()
+        stats = trainer.kif_history[-1]["stats"]
+        on_cuda = [*params.values(), *trainer.anchor.values(), *inner,
+                   *trainer.outer_tracker.uncertainty.values(), stats["tau_inner"], stats["tau_outer"],
+                   *(v for k, v in stats.items() if k.startswith(("share", "norm")))]
+        assert all(t.device.type == "cuda" for t in on_cuda), [t.device for t in on_cuda]
+    assert inner and trainer.outer_tracker.sensitivity and len(trainer.kif_history) == 1
+    assert host_reads == [(2,)]  # the two outer losses, read once
+
+
 def test_kif_state_follows_each_parameters_device(tmp_path):
     """device_map="auto" spreads layers over GPUs: each tensor of a resumed KIF state goes to its own
     parameter's device (here cpu and meta stand for two GPUs)."""
@@ -157,16 +216,33 @@ def test_one_process_seeing_two_gpus_is_refused(tiny_t5, bench_dir, tmp_path, mo
     assert "torchrun --nproc_per_node 2" in err and not (tmp_path / "out").exists()
 
 
-def test_each_torchrun_rank_takes_its_gpu_first(monkeypatch):
-    from rkif.training import set_up_devices
+def test_each_torchrun_rank_takes_its_gpu_before_the_model_loads(tiny_t5, bench_dir, tmp_path, monkeypatch):
+    """Rank 3 of 4 through the training command: its GPU is chosen before the model (and a saved adapter,
+    which peft 0.4.0 puts on the current device) is loaded."""
+    from transformers import AutoModelForSeq2SeqLM
 
-    chosen = []
+    from rkif.commands import finetune_t5_main as main
+
+    from conftest import cli_args
+
+    events = []
+
+    class Loaded(Exception):
+        pass
+
+    def load(*args, **kwargs):
+        events.append("model loaded")
+        raise Loaded
+
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 4)
-    monkeypatch.setattr(torch.cuda, "set_device", chosen.append)
-    monkeypatch.setenv("LOCAL_RANK", "3")
-    set_up_devices(4)
-    assert chosen == [3]
+    monkeypatch.setattr(torch.cuda, "set_device", lambda d: events.append(f"set_device {d}"))
+    monkeypatch.setattr(AutoModelForSeq2SeqLM, "from_pretrained", load)
+    for name, value in (("WORLD_SIZE", "4"), ("LOCAL_RANK", "3"), ("RANK", "3")):
+        monkeypatch.setenv(name, value)
+    with pytest.raises(Loaded):
+        main(cli_args(tiny_t5, bench_dir, str(tmp_path / "out"), 0, train_batch_size_outer=8, batch_size=8))
+    assert events == ["set_device 3", "model loaded"]
 
 
 PEFT_0_4_ONLY = pytest.mark.skipif(STACK != "pinned", reason="peft 0.4.0's limits (the pinned stack)")
@@ -257,7 +333,9 @@ def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, be
 @pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])
 def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_dir, tmp_path, monkeypatch):
     """bf16 is refused without a GPU for users; HF 4.28.1 trains bf16 on CPU (CPU autocast), so the
-    tests reach the bf16 path of every method on both backbones over two tasks (MTL: once)."""
+    tests reach the bf16 path of every method on both backbones over two tasks (MTL: once). The LoRA-wrapped
+    layers' matmuls (base and LoRA) must run in bf16 while training (recorded by a hook): a silent fall-back
+    to fp32 fails."""
     import rkif.training
     from rkif.commands import finetune_llama_main, finetune_t5_main
 
@@ -268,9 +346,21 @@ def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_
     model = tiny_t5 if backbone == "t5" else tiny_llama
     main = finetune_t5_main if backbone == "t5" else finetune_llama_main
     extra = {} if backbone == "t5" else {"cutoff_len": 128}
-    for t in ((2,) if method == "MTL" else (0, 1)):
-        main(cli_args(model, bench_dir, out, t, method=method, val_set_size=0, num_epochs=1, precision="bf16",
-                      **extra))
+    dtypes = set()
+
+    def record(module, args, output):
+        # the matmuls themselves (a LoRA wrapper casts its sum back to its input's dtype; its parts do not)
+        if module.training and type(module) is torch.nn.Linear and torch.is_tensor(output):
+            dtypes.add(output.dtype)
+
+    handle = torch.nn.modules.module.register_module_forward_hook(record)
+    try:
+        for t in ((2,) if method == "MTL" else (0, 1)):
+            main(cli_args(model, bench_dir, out, t, method=method, val_set_size=0, num_epochs=1, precision="bf16",
+                          **extra))
+    finally:
+        handle.remove()
+    assert dtypes == {torch.bfloat16}, dtypes
     task = "2-food" if method == "MTL" else "1-sport"
     info = json.load(open(os.path.join(out, f"{os.path.basename(model)}lora_{method}_dataset_id_order", task,
                                        "run_info.json")))
@@ -317,3 +407,47 @@ def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_d
     trainer.outer_step(trainer.draw_memory_batch()[1])
     assert trainer.outer_tracker.num_updates == 1 and trainer.outer_scheduler.last_epoch == 1
     assert all(torch.isfinite(s).all() for s in trainer.outer_tracker.scores().values())
+
+
+def test_gradient_scaler_unscales_before_clipping_in_an_outer_step(tiny_t5, bench_dir, tmp_path):
+    """Every real run clips (max_grad_norm 1.0 by default): under fp16 the gradients must be unscaled before
+    the clip, or the clip acts on gradients 2^k too large and the step and the outer importance come out
+    2^k too small. With the scaler (CPU), one finite outer step gives the clipped gradients, importance and
+    weights of the same step without a scaler."""
+    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
+
+    from rkif.compat import install_grad_scaler
+    from rkif.settings import KIFConfig
+    from rkif.seq2seq import tokenize_seq2seq
+    from rkif.loop import FeatureList
+    from rkif.trainer import RecurrentKIFTrainer
+
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    features = tokenize_seq2seq(json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8], tok, 64, 8)
+
+    def one_outer_step(scaler):
+        torch.manual_seed(0)
+        model = new_lora_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), r=4, alpha=8, dropout=0.0,
+                               target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM)
+        with torch.no_grad():  # B = 0 at the start would leave A without gradients
+            for n, p in lora_parameters(model).items():
+                p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(n))) * 0.1)
+        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4,
+                                 report_to="none", max_grad_norm=0.01)  # small enough to clip
+        trainer = RecurrentKIFTrainer(model=model, args=args, train_dataset=FeatureList(features),
+                                      data_collator=DataCollatorForSeq2Seq(tok, return_tensors="pt", padding=True),
+                                      kif_config=KIFConfig(outer_optimizer="separate", train_batch_size_outer=2),
+                                      memory_dataset=features)
+        trainer.create_optimizer_and_scheduler(num_training_steps=4)
+        trainer.state.max_steps = 4
+        if scaler is not None:
+            install_grad_scaler(trainer, scaler)
+        trainer._kif_begin()
+        trainer.outer_step(trainer.draw_memory_batch()[1])
+        return trainer.outer_tracker.sensitivity, {n: p.detach().clone() for n, p in lora_parameters(model).items()}
+
+    importance, weights = one_outer_step(None)
+    scaled_importance, scaled_weights = one_outer_step(torch.amp.GradScaler("cpu", init_scale=2.0 ** 12))
+    for n in importance:
+        torch.testing.assert_close(scaled_importance[n], importance[n], rtol=1e-4, atol=1e-12)
+        torch.testing.assert_close(scaled_weights[n], weights[n], rtol=1e-5, atol=1e-8)

@@ -284,7 +284,7 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
             losses.append(self.outer_step(batch))
         # Logged and recorded as the model's loss, comparable with the ordinary training loss (under DDP each
         # rank holds its token-weighted part of it: their sum is the batch's).
-        losses = torch.stack([torch.as_tensor(v, device=self.args.device) for v in losses])
+        losses = torch.stack([torch.as_tensor(v).to(self.args.device) for v in losses])
         if self.args.world_size > 1:
             torch.distributed.all_reduce(losses)
         losses = [v * self.args.gradient_accumulation_steps for v in losses.tolist()]
