@@ -20,8 +20,15 @@ that fails or runs out of time is recorded with its error and the next one goes 
 - {backbone}_generation: batched against one-at-a-time greedy generation (throughput ratio,
   identical outputs), and bf16 numerics (bf16 base, LoRA unmerged in fp32) against the default,
   fp32: the share of equal predictions;
-- ddp (two or more GPUs): a torchrun (NCCL) RKIF task whose ranks must hold bitwise equal LoRA
-  weights after every fusion.
+- {backbone}_ddp (two or more GPUs; with --tiny, --ddp_ranks CPU processes on gloo): a torchrun task 1,
+  T5 RKIF, whose ranks must hold bitwise equal LoRA weights after every fusion, and LLaMA EWC with its
+  default gradient checkpointing (a penalty on LoRA weights inside checkpointed blocks). torchrun runs in
+  a process group of its own, killed whole when the section ends early.
+Outer steps take the real outer batch (T5 8, LLaMA 64: the memory is made large enough; the JSON
+records outer_batch_used), and the JSON records the layer count of each model (settings.layers):
+scripts/grid.py scales the step times it reads by the model's own layer count. A section that runs
+out of time keeps the figures of what it finished; --deadline_seconds bounds the whole run (9 minutes
+by default), and a section not started by then is recorded as skipped.
 The training scripts refuse a process that sees several GPUs (DataParallel); this check runs its
 in-process sections on the first GPU and gives torchrun all of them. With --tiny the GPU-only
 precisions run as fp32 (recorded as such).
@@ -29,6 +36,7 @@ precisions run as fp32 (recorded as such).
 
 import contextlib
 import json
+import math
 import os
 import shutil
 import signal
@@ -94,6 +102,8 @@ def task_figures(out, model, method, task):
     figures = {"seconds_per_step": info["train_metrics"]["train_runtime"] / max(info["global_steps"], 1),
                "steps": info["global_steps"], "fusions": len(history), "peak_gpu_memory_gib": peak_memory_gib(),
                "precision": info["precision"]}
+    if info["kif"].get("enabled"):  # the memory batch an outer step really took (capped by the memory's size)
+        figures["outer_batch_used"] = min(info["kif"]["kif_train_batch_size_outer"], info["kif"]["memory_size"])
     if history:
         figures.update(outer_loop_seconds=statistics.median(h["outer_seconds"] for h in history),
                        fusion_seconds=statistics.median(h["fusion_seconds"] for h in history),
@@ -101,9 +111,10 @@ def task_figures(out, model, method, task):
     return figures
 
 
-def methods_section(train, model, data, order, out, flags, tasks):
-    """Every method on tasks 0 and 1 (MTL: once, on both); each method's failure is its own."""
-    result, failed = {}, []
+def methods_section(train, model, data, order, out, flags, tasks, result):
+    """Every method on tasks 0 and 1 (MTL: once, on both); each method's failure is its own. Figures go into
+    result as each method finishes, so that a section cut short by its time limit keeps them."""
+    failed = []
     for method in METHOD_NAMES:
         try:
             peak_memory_reset()
@@ -129,9 +140,9 @@ def copy_task0(src_out, dst_out, model, method, tasks):
                     os.path.join(dst_out, run_name(model, method), f"0-{tasks[0]}"))
 
 
-def precisions_section(train, model, data, order, out, flags, tasks, variants):
-    """RKIF task 1 from the methods section's task-0 adapter, once per variant {name: extra flags}."""
-    result = {}
+def precisions_section(train, model, data, order, out, flags, tasks, variants, result):
+    """RKIF task 1 from the methods section's task-0 adapter, once per variant {name: extra flags}; figures
+    go into result as each variant finishes."""
     for name, extra in variants.items():
         run_out = os.path.join(out, "variants", name)
         copy_task0(out, run_out, model, "RKIF", tasks)
@@ -222,17 +233,20 @@ def time_limit(seconds):
 
 
 def run_section(report, name, fn, seconds, path, fail_section=None):
-    """Run one section under its time limit; record its figures or its error; rewrite the JSON."""
+    """Run fn(figures) under the time limit; record its figures or its error (with the figures it put in
+    ``figures`` before it stopped: a section cut short keeps what it finished); rewrite the JSON."""
     started = time.time()
+    figures = {}
     try:
         with time_limit(seconds):
             if name == fail_section:
                 raise RuntimeError(f"forced failure of section {name} (--fail_section)")
-            entry = {"ok": True, **fn()}
+            entry = {"ok": True, **fn(figures)}
     except SectionFailed as e:
-        entry = {"ok": False, "error": str(e), **e.figures}
+        entry = {"ok": False, "error": str(e), **figures, **e.figures}
     except Exception as e:  # noqa: BLE001 - recorded; the next section goes on
-        entry = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:]}
+        entry = {"ok": False, "error": f"{type(e).__name__}: {e}", "traceback": traceback.format_exc()[-3000:],
+                 **figures}
     entry["seconds"] = round(time.time() - started, 2)
     entry["peak_gpu_memory_gib"] = peak_memory_gib()
     report["sections"][name] = entry
@@ -248,25 +262,53 @@ def write_report(report, path):
     os.replace(path + ".tmp", path)
 
 
-def ddp_check(model, data, order, out, gpus, flags, tasks, seconds):
-    """RKIF task 1 under torchrun on every GPU; the ranks' LoRA digests after each fusion must agree."""
-    run_out = os.path.join(out, "ddp")
-    copy_task0(out, run_out, model, "RKIF", tasks)
-    args = [f"--{k}={v}" for k, v in {**flags, "batch_size": 2 * gpus * 2, "micro_batch_size": 2,
-                                      "eval_steps": flags["max_steps"]}.items()]
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={gpus}",
-           os.path.join(ROOT, "src", "finetune_KIF_t5lora.py"), f"--base_model={model}", f"--data_dir={data}",
-           f"--dataset_id={order}", "--task_id=1", "--method_name=RKIF", f"--output_path={run_out}", *args]
-    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get(ALL_GPUS, "")}
-    p = subprocess.run(cmd, capture_output=True, text=True, timeout=seconds, env=env)
-    if p.returncode != 0:
-        raise RuntimeError(f"torchrun exited {p.returncode}: {p.stderr[-2000:]}")
-    checkpoint = os.path.join(run_out, run_name(model, "RKIF"), f"1-{tasks[1]}", f"checkpoint-{flags['max_steps']}")
-    digests = [[h["lora_sha256"] for h in load_plain(os.path.join(checkpoint, f"kif_state_{r}.pt"))["kif_history"]]
-               for r in range(gpus)]
-    if not digests[0] or any(d != digests[0] for d in digests):
-        raise SectionFailed("the ranks' LoRA weights differ after a fusion", {"ranks": gpus})
-    return {"ranks": gpus, "fusions": len(digests[0]), "backend": "nccl"}
+def run_process_group(cmd, env, timeout):
+    """Run cmd (torchrun and the ranks it starts) in a process group of its own; whatever ends the wait
+    (its timeout, the section's time limit, Ctrl-C) kills the whole group, so no rank is left running."""
+    process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               start_new_session=True)
+    try:
+        stdout, stderr = process.communicate(timeout=timeout)
+    except BaseException:
+        try:
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.communicate()
+        raise
+    return process.returncode, stdout, stderr
+
+
+def ddp_check(backbone, model, data, order, out, ranks, flags, tasks, seconds, method="RKIF", nccl=True):
+    """Task 1 of method under torchrun on ``ranks`` GPUs (NCCL), or with --tiny on as many CPU processes (gloo);
+    with RKIF, the ranks' LoRA digests after each fusion must agree. LLaMA runs with its default gradient
+    checkpointing."""
+    run_out = os.path.join(out, f"ddp_{method}")
+    copy_task0(out, run_out, model, method, tasks)
+    args = [f"--{k}={v}" for k, v in {**flags, "batch_size": 2 * ranks * 2, "micro_batch_size": 2,
+                                      "train_batch_size_outer": 2 * ranks, "eval_steps": flags["max_steps"]}.items()]
+    script = "finetune_KIF_t5lora.py" if backbone == "t5" else "finetune_KIF_llama.py"
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={ranks}",
+           os.path.join(ROOT, "src", script), f"--base_model={model}", f"--data_dir={data}",
+           f"--dataset_id={order}", "--task_id=1", f"--method_name={method}", f"--output_path={run_out}", *args]
+    env = {**os.environ, "CUDA_VISIBLE_DEVICES": os.environ.get(ALL_GPUS, "") if nccl else "",
+           "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+    code, _, stderr = run_process_group(cmd, env, seconds)
+    if code != 0:
+        raise RuntimeError(f"torchrun exited {code}: {stderr[-2000:]}")
+    task = os.path.join(run_out, run_name(model, method), f"1-{tasks[1]}")
+    with open(os.path.join(task, "run_info.json")) as f:
+        info = json.load(f)
+    result = {"ranks": ranks, "backend": "nccl" if nccl else "gloo", "method": method, "steps": info["global_steps"],
+              "gradient_checkpointing": info.get("gradient_checkpointing")}
+    if method == "RKIF":
+        checkpoint = os.path.join(task, f"checkpoint-{flags['max_steps']}")
+        digests = [[h["lora_sha256"] for h in load_plain(os.path.join(checkpoint, f"kif_state_{r}.pt"))["kif_history"]]
+                   for r in range(ranks)]
+        if not digests[0] or any(d != digests[0] for d in digests):
+            raise SectionFailed("the ranks' LoRA weights differ after a fusion", result)
+        result["fusions"] = len(digests[0])
+    return result
 
 
 def versions():
@@ -301,9 +343,11 @@ def one_gpu_per_process():
 
 def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, outer_iterations=2,
          llama_layers=4, t5_d_ff=2816, input_words=150, gen_examples=16, gen_batch_size=16, gen_max_length=64,
-         skip_llama=False, section_seconds=240, fail_section=None):
+         skip_llama=False, section_seconds=240, deadline_seconds=540, ddp_ranks=2, fail_section=None):
     """tiny: CPU, tiny shapes, the same sections. t5_d_ff: 2816 (v1.1, gated-gelu) or 4096 (v1, relu).
-    section_seconds: each section's time limit. fail_section: a section to fail on purpose (tests)."""
+    section_seconds: each section's time limit; deadline_seconds: the whole run's (a section gets what is
+    left, and none starts after it). ddp_ranks: with --tiny, the CPU processes of the DDP sections (gloo;
+    0 skips them); on GPUs every GPU is a rank. fail_section: a section to fail on purpose (tests)."""
     import torch
 
     from rkif.commands import train_llama, train_t5
@@ -322,7 +366,8 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
     out = os.path.abspath(out)
     shutil.rmtree(out, ignore_errors=True)
     data = os.path.join(out, "data")
-    tasks = list(write_synthetic_benchmark(data, ("weather", "sport"), n_train=64 if tiny else 256, n_dev=8,
+    n_train = 64 if tiny else 256
+    tasks = list(write_synthetic_benchmark(data, ("weather", "sport"), n_train=n_train, n_dev=8,
                                            n_test=gen_examples, seed=0))
     order = os.path.join(data, "order.json")
     with open(order, "w") as f:
@@ -331,29 +376,42 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
         lengthen(data, input_words)
     device = "cuda" if gpu else "cpu"
     gpus = len(os.environ.get(ALL_GPUS, "").split(",")) if ALL_GPUS in os.environ else torch.cuda.device_count()
+    ranks = gpus if gpu else (ddp_ranks if tiny else 0)
     path = os.path.join(out, "device_check.json")
+    layers = {"t5": 2 if tiny else 24, "llama": 2 if tiny else llama_layers}
     report = {"versions": versions(), "tiny": tiny, "gpus": gpus, "settings": {
         "steps": steps, "K": inner_iterations, "M": outer_iterations, "input_words": None if tiny else input_words,
-        "llama_layers": llama_layers, "t5_d_ff": t5_d_ff, "section_seconds": section_seconds}, "sections": {}}
+        "llama_layers": llama_layers, "layers": layers, "t5_d_ff": t5_d_ff, "section_seconds": section_seconds,
+        "deadline_seconds": deadline_seconds}, "sections": {}}
     common = dict(val_set_size=0, max_steps=steps, num_epochs=1, warmup_steps=1, logging_steps=10**6,
-                  eval_steps=10**6, inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-                  memory_data_ratio=10)
+                  eval_steps=10**6, inner_iterations=inner_iterations, outer_iterations=outer_iterations)
+
+    def memory_for(outer_batch):
+        """memory_data_ratio (%) of task 0 that holds a whole outer batch: an outer step of the real size."""
+        return dict(train_batch_size_outer=outer_batch, memory_data_ratio=max(10, math.ceil(100 * outer_batch / n_train)))
+
     # GPU-only precisions run as fp32 on CPU (the scripts refuse them there); recorded per run
     half = (lambda p: p) if gpu else (lambda p: "fp32")
 
     def section(name, fn):
-        run_section(report, name, fn, section_seconds, path, fail_section)
+        left = deadline_seconds - (time.time() - started)
+        if left < 5:
+            report["sections"][name] = {"ok": None, "skipped": f"the run's deadline ({deadline_seconds} s) has passed"}
+            write_report(report, path)
+            print(f"section {name}: skipped (deadline)", flush=True)
+            return
+        run_section(report, name, fn, max(1, min(section_seconds, int(left))), path, fail_section)
 
     backbones = {
         "t5": dict(train=train_t5, factory=seq2seq_predictor_factory, suffix="_T5",
                    fields=("id", "input", "output"),
-                   flags=dict(common, batch_size=8, micro_batch_size=2, train_batch_size_outer=8, precision="fp32"),
+                   flags=dict(common, batch_size=8, micro_batch_size=2, precision="fp32", **memory_for(8)),
                    variants={"bf16": {"precision": half("bf16")},
                              "separate_outer_optimizer": {"outer_optimizer": "separate"}}),
         "llama": dict(train=train_llama, factory=causal_predictor_factory, suffix="",
                       fields=("id", "instruction", "input", "output"),
                       flags=dict(common, batch_size=8 if tiny else 64, micro_batch_size=2 if tiny else 16,
-                                 train_batch_size_outer=8 if tiny else 64, cutoff_len=512, precision=half("bf16")),
+                                 cutoff_len=512, precision=half("bf16"), **memory_for(8 if tiny else 64)),
                       variants={"fp16_gradient_scaler": {"precision": half("fp16")},
                                 "separate_outer_optimizer": {"outer_optimizer": "separate"},
                                 "outer_micro_batch_size": {"outer_micro_batch_size": 4 if tiny else 16}}),
@@ -375,20 +433,26 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
             build_tiny_llama(model, llama_corpus(data), vocab_size=256 if tiny else 512, device=device, seed=0,
                              dtype=torch.bfloat16 if gpu else None, **shapes)
         runs = os.path.join(out, f"{name}_runs")
-        section(f"{name}_methods", lambda: methods_section(b["train"], model, data, order, runs, b["flags"], tasks))
-        section(f"{name}_precisions", lambda: precisions_section(b["train"], model, data, order, runs, b["flags"],
-                                                                 tasks, b["variants"]))
-        section(f"{name}_resume", lambda: resume_section(b["train"], model, data, order, runs, b["flags"], tasks))
+        section(f"{name}_methods", lambda figures: methods_section(b["train"], model, data, order, runs, b["flags"],
+                                                                   tasks, figures))
+        section(f"{name}_precisions", lambda figures: precisions_section(b["train"], model, data, order, runs,
+                                                                         b["flags"], tasks, b["variants"], figures))
+        section(f"{name}_resume", lambda figures: resume_section(b["train"], model, data, order, runs, b["flags"],
+                                                                 tasks))
         adapter = os.path.join(runs, run_name(model, "RKIF"), f"1-{tasks[1]}")
         records = load_records(task_file(data, "test", tasks[1], b["suffix"]), b["fields"])
-        section(f"{name}_generation", lambda: generation_section(
+        section(f"{name}_generation", lambda figures: generation_section(
             lambda precision: b["factory"](model, precision, None, 512, gen_max_length), adapter, records,
             gen_batch_size, "bf16"))
-        if name == "t5":
-            if gpus >= 2:
-                section("ddp", lambda: ddp_check(model, data, order, runs, gpus, b["flags"], tasks, section_seconds))
-            else:
-                report["sections"]["ddp"] = {"ok": None, "skipped": f"{gpus} GPU(s): needs two or more"}
+        # T5: RKIF, the ranks' weights compared after every fusion; LLaMA: a penalty method (EWC) on LoRA weights
+        # inside gradient-checkpointed blocks, computed outside DDP's forward
+        method = "RKIF" if name == "t5" else "EWC"
+        if ranks >= 2:
+            section(f"{name}_ddp", lambda figures: ddp_check(name, model, data, order, runs, ranks, b["flags"], tasks,
+                                                             section_seconds, method, nccl=gpu))
+        else:
+            report["sections"][f"{name}_ddp"] = {"ok": None, "skipped": f"{gpus} GPU(s): needs two or more"
+                                                 + ("" if gpu else " (with --tiny: --ddp_ranks 2)")}
         shutil.rmtree(runs, ignore_errors=True)
         shutil.rmtree(model, ignore_errors=True)
 
@@ -422,6 +486,9 @@ def print_table(report):
         elif name.endswith("_resume") and s["ok"]:
             print(f"    resumed at step {s['resumed_from_step']} of {s['of_steps']}: bitwise {s['bitwise']}, "
                   f"max |diff| {s['max_abs_diff']:.3g}")
+        elif name.endswith("_ddp") and s["ok"]:
+            print(f"    {s['method']} on {s['ranks']} ranks ({s['backend']}), {s['steps']} steps"
+                  + (f", {s['fusions']} fusions with equal weights on every rank" if "fusions" in s else ""))
         elif name.endswith("_generation") and s["ok"]:
             print(f"    {s['examples']} examples: one at a time {s['seconds_one_at_a_time']:.2f} s, batched "
                   f"{s['seconds_batched']:.2f} s ({s['throughput_ratio']:.1f}x), identical {s['identical_outputs']}; "

@@ -29,7 +29,8 @@ from rkif.command_line import run
 from rkif.pipeline import PIPELINE_FLAGS as PIPELINE_OWN_FLAGS, TRAINING_FLAGS
 from rkif.recipes import check_recipe
 from rkif.grid import (GRID_FOLDER, absolute_setup, as_list, grid_files, pipeline_command, plan_sequences,
-                       progress, sequence_hours, slurm_script, step_seconds_from_device_check)
+                       progress, sequence_hours, slurm_script, step_seconds_from_device_check,
+                       model_layer_count)
 
 COMMANDS = ("plan", "slurm", "local", "status")
 GRID_FLAGS = ("methods", "dataset_id", "seed", "base_model", "data_dir", "output_path", "backbone", "recipe")
@@ -48,9 +49,11 @@ def show_plan(sequences, setup, out, seconds_per_step, seconds_per_example, devi
     if seconds_per_step is not None:
         rate, source = {"*": float(seconds_per_step)}, f"--seconds_per_step {seconds_per_step}"
     elif device_check:
-        rate, measured = step_seconds_from_device_check(device_check, setup["backbone"])
+        layers = model_layer_count(setup["base_model"], setup["backbone"])
+        rate, measured, scale = step_seconds_from_device_check(device_check, setup["backbone"], layers)
         per_example = per_example if per_example is not None else measured
-        source = f"{device_check} ({', '.join(f'{m} {v:.3g}' for m, v in sorted(rate.items()))} s/step)"
+        source = (f"{device_check} scaled x{scale:.3g} to the model's {layers} layers "
+                  f"({', '.join(f'{m} {v:.3g}' for m, v in sorted(rate.items()))} s/step)")
     counts, rows = {}, []
     for seq in sequences:
         p = progress(seq, setup)

@@ -66,9 +66,10 @@ def test_plan_expands_orders_and_estimates_gpu_hours_from_steps(tiny_t5, grid_be
     assert sequence_hours(seq, setup_of(tiny_t5, grid_bench, str(tmp_path)), grid_bench, rate, 0, {}) * 3600 == \
         pytest.approx(2 * math.ceil(8 / 8) * 10 * 0.5)
     check = tmp_path / "device_check.json"
-    check.write_text(json.dumps({"sections": {"t5_methods": {"SeqLoRA": {"seconds_per_step": 2.0}},
+    check.write_text(json.dumps({"settings": {"layers": {"t5": 24}},
+                                 "sections": {"t5_methods": {"SeqLoRA": {"seconds_per_step": 2.0}},
                                               "t5_generation": {"seconds_batched": 10.0, "examples": 100}}}))
-    assert step_seconds_from_device_check(str(check), "t5") == ({"SeqLoRA": 2.0}, 0.1)
+    assert step_seconds_from_device_check(str(check), "t5", 24) == ({"SeqLoRA": 2.0}, 0.1, 1.0)
     p = grid("plan", tiny_t5, grid_bench, str(tmp_path / "out"), "--seconds_per_step", "0.5", "--out",
              str(tmp_path / "plan.tsv"), "--batch_size", "4", "--num_epochs", "3")
     lines = (tmp_path / "plan.tsv").read_text().splitlines()
@@ -181,3 +182,29 @@ def test_sigterm_mid_task_stops_the_element_and_a_rerun_resumes_and_finishes(tin
     assert progress(seq, setup)["state"] == "done"
     status = grid("status", tiny_t5, grid_bench, out, *slow, methods="SeqLoRA", seeds="42").stdout
     assert "1 done, 1 pending" in status  # order b was never run
+
+
+def test_device_check_figures_scale_to_the_models_layers_or_are_refused(tmp_path):
+    """The device check times LLaMA-2-7B's shapes with 4 of its 32 layers: read unscaled, its step times were
+    about 8x too low for the grid's GPU-hours."""
+    from rkif.errors import InputError
+    from rkif.grid import model_layer_count
+
+    check = tmp_path / "device_check.json"
+    sections = {"llama_methods": {"RKIF": {"seconds_per_step": 0.5}, "SeqLoRA": {"seconds_per_step": 0.25}},
+                "llama_generation": {"seconds_batched": 4.0, "examples": 16}}
+    check.write_text(json.dumps({"settings": {"layers": {"llama": 4}}, "sections": sections}))
+    model = tmp_path / "llama-2-7b"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llama", "num_hidden_layers": 32}))
+    layers = model_layer_count(str(model), "llama")
+    assert layers == 32 and model_layer_count(str(tmp_path / "nowhere"), "llama") is None
+    assert step_seconds_from_device_check(str(check), "llama", layers) == ({"RKIF": 4.0, "SeqLoRA": 2.0}, 2.0, 8.0)
+    with pytest.raises(InputError, match="timed a 4-layer llama; to scale it to the model, --base_model must be"):
+        step_seconds_from_device_check(str(check), "llama", None)
+    # a report from before the layers were recorded: its --llama_layers setting
+    check.write_text(json.dumps({"settings": {"llama_layers": 8}, "sections": sections}))
+    assert step_seconds_from_device_check(str(check), "llama", 32)[2] == 4.0
+    check.write_text(json.dumps({"tiny": True, "settings": {"layers": {"llama": 2}}, "sections": sections}))
+    with pytest.raises(InputError, match="is a --tiny report"):
+        step_seconds_from_device_check(str(check), "llama", 32)

@@ -173,9 +173,43 @@ def count_examples(data_dir, split, task, backbone):
     return len(read_json(path))
 
 
-def step_seconds_from_device_check(path, backbone):
-    """({method: seconds per step}, seconds per generated test example) from a device_check.json."""
+LAYER_KEYS = {"t5": "num_layers", "llama": "num_hidden_layers"}
+
+
+def model_layer_count(base_model, backbone):
+    """The base model's layer count from its config.json (T5: encoder layers; LLaMA: decoder layers), or None
+    where it has none here (a hub name, a GGUF file)."""
+    path = os.path.join(str(base_model), "config.json")
+    if not os.path.isfile(path):
+        return None
+    value = read_json(path).get(LAYER_KEYS[backbone])
+    return int(value) if value else None
+
+
+def measured_layers(report, backbone):
+    """The layer count a device_check.json timed: recorded (settings.layers); reports made before it was
+    recorded: LLaMA's --llama_layers (4 by default), T5-large's 24 (2 for --tiny)."""
+    settings = report.get("settings", {})
+    if backbone in settings.get("layers", {}):
+        return int(settings["layers"][backbone])
+    if report.get("tiny"):
+        return 2
+    return int(settings.get("llama_layers", 4)) if backbone == "llama" else 24
+
+
+def step_seconds_from_device_check(path, backbone, model_layers=None):
+    """({method: seconds per step}, seconds per generated test example, the layer scale applied) from a
+    device_check.json, scaled from the layers it timed to model_layers (the model the grid runs).
+
+    The check times LLaMA-2-7B's shapes with a few of its 32 layers: its figures, unscaled, were about 8x
+    too low. Step and generation time grow about linearly in the layers (the embedding, output layer and
+    loss do not, so the scaled figure is a slight overestimate). Without model_layers a report made with
+    fewer layers than the model is refused; a --tiny report always is (CPU and tiny shapes).
+    """
     report = read_json(path)
+    if isinstance(report, dict) and report.get("tiny"):
+        raise InputError(f"--device_check: {path} is a --tiny report (tiny models on a CPU): its times say nothing "
+                         "of a GPU; run scripts/device_check.py on the GPU, or give --seconds_per_step")
     sections = report.get("sections", {}) if isinstance(report, dict) else {}
     methods = sections.get(f"{backbone}_methods", {})
     per_step = {m: v["seconds_per_step"] for m, v in methods.items()
@@ -186,7 +220,13 @@ def step_seconds_from_device_check(path, backbone):
     if not per_step:
         raise InputError(f"--device_check: {path} has no seconds per step for {backbone} (section "
                          f"{backbone}_methods); give --seconds_per_step")
-    return per_step, per_example
+    timed = measured_layers(report, backbone)
+    if model_layers is None:
+        raise InputError(f"--device_check: {path} timed a {timed}-layer {backbone}; to scale it to the model, "
+                         "--base_model must be a folder with its config.json (or give --seconds_per_step)")
+    scale = model_layers / timed
+    per_step = {m: v * scale for m, v in per_step.items()}
+    return per_step, None if per_example is None else per_example * scale, scale
 
 
 def sequence_hours(seq, setup, data_dir, seconds_per_step, seconds_per_example, counts):
