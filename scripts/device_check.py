@@ -18,8 +18,8 @@ that fails or runs out of time is recorded with its error and the next one goes 
 - {backbone}_resume: RKIF task 1 stopped at a checkpoint and resumed: the adapter against an
   uninterrupted run's;
 - {backbone}_generation: batched against one-at-a-time greedy generation (throughput ratio,
-  identical outputs), and bf16 numerics (bf16 base, LoRA unmerged in fp32) against the default,
-  fp32: the share of equal predictions;
+  identical outputs) at the default numerics (fp32, what the grid plans with), and bf16 numerics
+  (bf16 base, LoRA unmerged in fp32) against them: the share of equal predictions;
 - {backbone}_ddp (two or more GPUs; with --tiny, --ddp_ranks CPU processes on gloo): a torchrun task 1,
   T5 RKIF, whose ranks must hold bitwise equal LoRA weights after every fusion, and LLaMA EWC with its
   default gradient checkpointing (a penalty on LoRA weights inside checkpointed blocks). torchrun runs in
@@ -196,13 +196,16 @@ def generation_figures(make_predictor, adapter, records, batch_size):
             "predictions": batched}
 
 
-def generation_section(factory, adapter, records, batch_size, precision):
-    """Batched against single at ``precision``, then the share of its predictions fp32 gives as well."""
-    result = generation_figures(factory(precision), adapter, records, batch_size)
-    reference = factory("fp32")(adapter)
-    fp32 = [p for i in range(0, len(records), batch_size) for p in reference(records[i:i + batch_size])]
-    result["precision"] = precision
-    result["agreement_with_fp32"] = sum(a == b for a, b in zip(result.pop("predictions"), fp32)) / len(records)
+def generation_section(factory, adapter, records, batch_size, other_precision):
+    """Batched against single at the default precision (fp32, what runs use and the grid plans with), then the
+    share of other_precision's predictions that equal the default's."""
+    result = generation_figures(factory("auto"), adapter, records, batch_size)
+    other = factory(other_precision)(adapter)
+    predictions = [p for i in range(0, len(records), batch_size) for p in other(records[i:i + batch_size])]
+    result["precision"] = "auto"
+    result["other_precision"] = other_precision
+    result["other_agreement_with_default"] = (sum(a == b for a, b in zip(result.pop("predictions"), predictions))
+                                              / len(records))
     return result
 
 
@@ -262,19 +265,51 @@ def write_report(report, path):
     os.replace(path + ".tmp", path)
 
 
+def descendants(pid):
+    """Every process below pid (from /proc), children first found; torchrun starts each rank in a session
+    of its own, so a kill of torchrun's process group does not reach them."""
+    parents = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parents[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, ValueError, IndexError):
+                continue
+    found, frontier = [], [pid]
+    while frontier:
+        children = [p for p, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
 def run_process_group(cmd, env, timeout):
     """Run cmd (torchrun and the ranks it starts) in a process group of its own; whatever ends the wait
-    (its timeout, the section's time limit, Ctrl-C) kills the whole group, so no rank is left running."""
+    (its timeout, the section's time limit, Ctrl-C) stops every process below it: SIGTERM to the launcher
+    (torchrun passes it on to its ranks), then SIGKILL to each descendant and their groups, so no rank is
+    left running on a GPU or holding the pipes open."""
     process = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                start_new_session=True)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     except BaseException:
+        below = descendants(process.pid)
+        process.terminate()
         try:
-            os.killpg(process.pid, signal.SIGKILL)
-        except ProcessLookupError:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
             pass
-        process.communicate()
+        for pid in [process.pid, *below]:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        try:
+            process.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            pass
         raise
     return process.returncode, stdout, stderr
 
@@ -492,7 +527,7 @@ def print_table(report):
         elif name.endswith("_generation") and s["ok"]:
             print(f"    {s['examples']} examples: one at a time {s['seconds_one_at_a_time']:.2f} s, batched "
                   f"{s['seconds_batched']:.2f} s ({s['throughput_ratio']:.1f}x), identical {s['identical_outputs']}; "
-                  f"{s['precision']} vs fp32 agreement {s['agreement_with_fp32']:.2f}")
+                  f"{s['other_precision']} vs the fp32 default: agreement {s['other_agreement_with_default']:.2f}")
     print(f"wall time {report['wall_seconds']:.0f} s")
 
 

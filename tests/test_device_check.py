@@ -46,7 +46,7 @@ def test_device_check_runs_every_section_on_cpu_and_keeps_a_failed_ones_record(t
         assert variants["ok"] is True and variants["separate_outer_optimizer"]["fusions"] == 2
         g = sections[f"{backbone}_generation"]
         assert g["ok"] is True and g["examples"] == 6 and g["identical_outputs"] is True
-        assert g["precision"] == "bf16" and "agreement_with_fp32" in g
+        assert g["precision"] == "auto" and g["other_precision"] == "bf16" and "other_agreement_with_default" in g
     assert sections["llama_precisions"]["outer_micro_batch_size"]["fusions"] == 2
     resumed = sections["llama_resume"]
     assert resumed["ok"] is True and resumed["resumed_from_step"] == 2 and resumed["bitwise"] is True
@@ -81,12 +81,13 @@ def test_a_section_cut_short_keeps_what_it_finished(tmp_path):
 
 
 def test_a_timed_out_torchrun_leaves_no_rank_running(tmp_path):
-    """The launcher and the 'ranks' it started die together (their own process group)."""
+    """The launcher and the 'ranks' it started die together, a rank in a session of its own included."""
     import time
 
     check = load_device_check()
     pids = tmp_path / "pids"
-    script = f"sleep 60 & echo $! >> {pids}; sleep 60 & echo $! >> {pids}; wait"
+    # like torchrun's ranks, one starts a session of its own: a kill of the launcher's group misses it
+    script = f"setsid sleep 60 & echo $! >> {pids}; sleep 60 & echo $! >> {pids}; wait"
     with pytest.raises(subprocess.TimeoutExpired):
         check.run_process_group(["sh", "-c", script], dict(os.environ), timeout=2)
     children = [int(x) for x in pids.read_text().split()]

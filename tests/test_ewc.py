@@ -292,3 +292,18 @@ def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_di
             torch.testing.assert_close(other[n], per_example[0][n], rtol=1e-4, atol=1e-12)
         torch.testing.assert_close(batch[0][n], per_example[0][n], rtol=1e-4, atol=1e-9)
     assert sum(v.sum() for v in batch[1].values()) < sum(v.sum() for v in per_example[0].values())
+
+
+def test_the_backoff_follows_fp16_not_the_value_of_the_scale():
+    """Under fp16 the shared scale can be exactly 1.0 (scaler 128, micro-batch 4 x accumulation 32): an overflow
+    there is still backed off. In fp32 nothing is retried."""
+    calls = []
+
+    def grads_at(scale):
+        calls.append(scale)
+        return {"w": torch.tensor([float("inf")]) if scale > 0.25 else torch.tensor([1.0])}
+
+    grads, scale, halvings = ewc._scaled_backward(grads_at, ewc.fisher_loss_scale(128.0, 4, 32), fp16=True)
+    assert scale == 0.25 and halvings == 2 and calls == [1.0, 0.5, 0.25] and torch.equal(grads["w"], torch.ones(1))
+    calls.clear()
+    assert ewc._scaled_backward(grads_at, 1.0, fp16=False) == (None, 1.0, 0) and calls == [1.0]

@@ -302,3 +302,18 @@ def test_example_bytes_grow_with_the_square_of_the_length():
     by_hand = 2 * 32 * 4096 * 4 * 2176 + 2048 * (4 * 4096 + 3 * 11008) * 4 + 2048 * 32000 * 8 + 32 * 2048 ** 2 * 12
     assert example_bytes(llama7b, 4, 2048, 128) == by_hand
     assert largest_batch(llama7b, 4, 2048, 128, 40 * 2 ** 30) == 40 * 2 ** 30 // by_hand
+
+
+def test_the_pipeline_refuses_bad_generation_settings_before_training(tiny_t5, bench_dir, tmp_path, monkeypatch):
+    from rkif.errors import InputError
+    from rkif.pipeline import run_order
+
+    flags = dict(base_model=tiny_t5, dataset_id=os.path.join(bench_dir, "order.json"), methods="SeqLoRA",
+                 data_dir=bench_dir, output_path=str(tmp_path / "out"))
+    with pytest.raises(InputError, match="--generation_memory_gb must be >= 0"):
+        run_order(**flags, generation_memory_gb=-1.0)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
+    with pytest.raises(InputError, match="--precision bf16: this GPU has no bfloat16 support"):
+        run_order(**flags, precision="bf16")
+    assert not (tmp_path / "out").exists()  # nothing trained

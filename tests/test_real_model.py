@@ -131,8 +131,11 @@ def test_the_benchmark_runs_end_to_end_on_a_tiny_gguf_model(tiny_llama, tmp_path
     assert report["zero_shot"] == zero_shot and report["settings"]["n_test"] == 6
     assert (out / "real_benchmark.md").read_text().startswith("| method | OP | BWT |")
     assert len(json.load(open(out / "data" / "test" / "weather.json"))) == 6
-    assert len(os.listdir(out / "zero_shot")) == 2 and any(p.endswith(".png") for p in os.listdir(out / "runs"))
+    assert len([f for f in os.listdir(out / "zero_shot") if f.endswith(".jsonl")]) == 2 and any(p.endswith(".png") for p in os.listdir(out / "runs"))
     assert "learning check: every task's SeqLoRA accuracy" in capsys.readouterr().out
+    # zero-shot files made with other generation settings are refused, not reused
+    with pytest.raises(InputError, match="zero-shot predictions there were made with other settings \\(max_new_tokens\\)"):
+        real_benchmark(**{**kwargs, "max_new_tokens": 12})
     # a learning check that cannot pass: the run exits 1 after writing its table (and trains nothing again)
     with pytest.raises(SystemExit) as e:
         real_benchmark(**{**kwargs, "learning_margin": 2.0})

@@ -203,8 +203,8 @@ def step_seconds_from_device_check(path, backbone, model_layers=None):
 
     The check times LLaMA-2-7B's shapes with a few of its 32 layers: its figures, unscaled, were about 8x
     too low. Step and generation time grow about linearly in the layers (the embedding, output layer and
-    loss do not, so the scaled figure is a slight overestimate). Without model_layers a report made with
-    fewer layers than the model is refused; a --tiny report always is (CPU and tiny shapes).
+    loss do not, so the scaled figure is a slight overestimate). Without model_layers (no config.json at
+    --base_model) the report is refused, as is a --tiny one (CPU and tiny shapes).
     """
     report = read_json(path)
     if isinstance(report, dict) and report.get("tiny"):

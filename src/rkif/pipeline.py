@@ -55,6 +55,15 @@ def run_pipeline(values):
         if m not in METHODS:
             raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
     backbone = get_backbone(backbone)
+    if not train_only:  # refused now, not after hours of training
+        import torch
+
+        from .generation_memory import memory_budget
+        from .numerics import generation_numerics
+
+        generation_numerics(precision, "cuda" if torch.cuda.is_available() else "cpu", backbone.name)
+        if values["generation_memory_gb"] < 0:
+            memory_budget(values["generation_memory_gb"], "cpu")
     train = TRAIN[backbone.name]
     unknown = set(train_flags) - set(inspect.signature(train).parameters)
     if unknown:

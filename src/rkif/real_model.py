@@ -136,12 +136,24 @@ def zero_shot_accuracies(base_model, tasks, data, out, flags):
     methods get; prediction files under {out}/zero_shot (resumable)."""
     from .causal import causal_predictor_factory
 
+    folder = os.path.join(out, "zero_shot")
+    settings = {"base_model": os.path.abspath(base_model), "tasks": list(tasks),
+                **{k: flags[k] for k in ("precision", "cutoff_len", "max_new_tokens", "prompt_template_name")}}
+    record = os.path.join(folder, "zero_shot_settings.json")
+    if os.path.isfile(record) and read_json(record) != settings:
+        changed = sorted(k for k in settings if read_json(record).get(k) != settings[k])
+        raise InputError(f"{record}: the zero-shot predictions there were made with other settings "
+                         f"({', '.join(changed)}); give another --out, or remove {folder}")
+    os.makedirs(folder, exist_ok=True)
+    with open(record + ".tmp", "w") as f:
+        json.dump(settings, f, indent=1)
+    os.replace(record + ".tmp", record)
     predict = causal_predictor_factory(base_model, flags["precision"], None, flags["cutoff_len"],
                                        flags["max_new_tokens"], False, flags["prompt_template_name"])(None)
     accuracies = []
     for i, task in enumerate(tasks):
         records = load_records(os.path.join(data, "test", f"{task}.json"), FIELDS)
-        path = os.path.join(out, "zero_shot", f"{i}-{task}.jsonl")
+        path = os.path.join(folder, f"{i}-{task}.jsonl")
         write_predictions(records, predict, path, flags["gen_batch_size"], desc=f"zero-shot {i}-{task}",
                           token_lengths=predict.lengths(records), fits=getattr(predict, "fits", None))
         with open(path, encoding="utf-8") as f:

@@ -60,20 +60,20 @@ def fisher_loss_scale(training_scale, micro_batch_size, accumulation_steps, per_
 MAX_HALVINGS = 24  # non-finite after this many halvings of the scale: not an overflow (a NaN in the model)
 
 
-def _scaled_backward(grads_at, loss_scale):
+def _scaled_backward(grads_at, loss_scale, fp16):
     """grads_at(scale): a fresh forward and backward at that loss scale, returning the gradients with the
     scale divided out. Halves the scale and tries again while they overflow, as the fp16 scaler backs
-    off (only under a loss scale: at 1.0 there is no fp16 scaling to back off). Returns (gradients, the
-    scale to go on with, halvings); gradients are None when non-finite at every scale tried (and the scale
-    to go on with is the one given)."""
-    for halvings in range(MAX_HALVINGS + 1 if loss_scale != 1.0 else 1):
+    off (only under fp16: in fp32 there is no scaling to back off). Returns (gradients, the scale to go on
+    with, halvings); gradients are None when non-finite at every scale tried (and the scale to go on with
+    is the one given)."""
+    for halvings in range(MAX_HALVINGS + 1 if fp16 else 1):
         grads = grads_at(loss_scale / 2 ** halvings)
         if all(torch.isfinite(g).all() for g in grads.values()):
             return grads, loss_scale / 2 ** halvings, halvings
     return None, loss_scale, 0
 
 
-def batch_fisher(model, batches, parameters, autocast=contextlib.nullcontext, loss_scale=1.0):
+def batch_fisher(model, batches, parameters, autocast=contextlib.nullcontext, loss_scale=1.0, fp16=None):
     """{name: mean over batches of grad^2} of the batch loss, for the given {name: parameter} (--ewc_fisher batch).
 
     autocast: the context training ran its forward in (the Trainer's compute_loss_context_manager),
@@ -86,7 +86,8 @@ def batch_fisher(model, batches, parameters, autocast=contextlib.nullcontext, lo
     was_training = model.training
     model.eval()
     count = skipped = lowered = 0
-    start_scale = loss_scale
+    start_scale = failed_from = loss_scale
+    fp16 = loss_scale != 1.0 if fp16 is None else fp16  # (callers that pass only a scale: scaling is on)
     for batch in batches:
         def grads_at(scale):
             model.zero_grad()
@@ -95,9 +96,10 @@ def batch_fisher(model, batches, parameters, autocast=contextlib.nullcontext, lo
             (loss * scale).backward()
             return {n: p.grad.detach().float() / scale for n, p in parameters.items() if p.grad is not None}
 
-        grads, loss_scale, halvings = _scaled_backward(grads_at, loss_scale)
+        grads, loss_scale, halvings = _scaled_backward(grads_at, loss_scale, fp16)
         if grads is None:
             skipped += 1
+            failed_from = loss_scale
             continue
         lowered += halvings
         for n, g in grads.items():
@@ -105,7 +107,8 @@ def batch_fisher(model, batches, parameters, autocast=contextlib.nullcontext, lo
         count += 1
     model.zero_grad()
     model.train(was_training)
-    _report_overflow(skipped, skipped + count, "batches", start_scale, loss_scale if lowered else None)
+    _report_overflow(skipped, skipped + count, "batches", start_scale, loss_scale if lowered else None, failed_from,
+                     fp16)
     return {n: f / max(count, 1) for n, f in fisher.items()}
 
 
@@ -128,7 +131,7 @@ def _linear_of(model, name, parameter):
     return module
 
 
-def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontext, loss_scale=1.0):
+def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontext, loss_scale=1.0, fp16=None):
     """{name: mean over examples of (d loss_i / d parameter)^2}, loss_i = per_example_losses; chunks
     are collated batches of examples, whose size changes nothing but memory and speed.
 
@@ -140,7 +143,8 @@ def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontex
     modules = {_linear_of(model, n, p): n for n, p in parameters.items()}
     chunk_grads = {}
     current = {"scale": loss_scale}
-    start_scale = loss_scale
+    start_scale = failed_from = loss_scale
+    fp16 = loss_scale != 1.0 if fp16 is None else fp16  # (callers that pass only a scale: scaling is on)
 
     def keep_input(module, args, output):
         x, name = args[0].detach(), modules[module]
@@ -168,10 +172,11 @@ def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontex
                 (losses.sum() * scale).backward()
                 return dict(chunk_grads)
 
-            grads, loss_scale, halvings = _scaled_backward(grads_at, loss_scale)
+            grads, loss_scale, halvings = _scaled_backward(grads_at, loss_scale, fp16)
             size = len(batch["labels"])
             if grads is None:
                 skipped += size
+                failed_from = loss_scale
                 continue
             lowered += halvings
             for n, g in grads.items():
@@ -183,17 +188,18 @@ def per_example_fisher(model, chunks, parameters, autocast=contextlib.nullcontex
         chunk_grads.clear()
         model.zero_grad()
         model.train(was_training)
-    _report_overflow(skipped, skipped + count, "examples", start_scale, loss_scale if lowered else None)
+    _report_overflow(skipped, skipped + count, "examples", start_scale, loss_scale if lowered else None,
+                     failed_from, fp16)
     return {n: v / max(count, 1) for n, v in sums.items()}
 
 
-def _report_overflow(skipped, total, what, loss_scale, lowered_to=None):
+def _report_overflow(skipped, total, what, loss_scale, lowered_to=None, failed_from=None, fp16=False):
     if lowered_to is not None:
         print(f"EWC Fisher: fp16 gradients overflowed at loss scale {loss_scale}; lowered to {lowered_to}",
               file=sys.stderr)
     if skipped:
         print(f"warning: EWC Fisher: {skipped} of {total} {what} had non-finite gradients"
-              + (f" at loss scales down to {loss_scale / 2 ** MAX_HALVINGS}" if loss_scale != 1.0 else "")
+              + (f" at loss scales down to {(failed_from or loss_scale) / 2 ** MAX_HALVINGS}" if fp16 else "")
               + " and were left out"
               + ("; the Fisher is all zeros, so EWC will not hold this task" if skipped == total else ""),
               file=sys.stderr)

@@ -64,7 +64,7 @@ def end_of_task_files(method, trainer, plan, features, micro_batch_size, fisher_
         scale = ewc.fisher_loss_scale(scaler.get_scale(), micro_batch_size, accumulation,
                                       per_example=fisher_estimate == "per_example")
     estimate = ewc.per_example_fisher if fisher_estimate == "per_example" else ewc.batch_fisher
-    fisher = estimate(model, batches, params, trainer.compute_loss_context_manager, scale)
+    fisher = estimate(model, batches, params, trainer.compute_loss_context_manager, scale, fp16=scaler is not None)
     previous = ewc.load_state(plan.previous_adapter, device) if plan.previous_adapter else None
     if previous:
         fisher = {n: f + previous[0][n] for n, f in fisher.items()}
