@@ -369,32 +369,41 @@ def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_
         assert info["kif"]["fusions"] > 0 and info["kif"]["inner_nonfinite_skips"] == 0
 
 
-def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_dir, tmp_path):
-    """fp16 scaler logic on CPU (torch.amp.GradScaler("cpu")): an inf gradient in an outer step is
-    skipped by the scaler, enters no importance and does not advance the separate outer schedule."""
+def outer_step_trainer(tiny_t5, bench_dir, tmp_path, model, max_grad_norm, scaler):
+    """A RecurrentKIFTrainer over 8 examples of the fixture's first task, the separate outer optimizer and an
+    outer batch of 2, ready for outer_step; scaler (a CPU GradScaler) installed when given."""
     from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
 
-    from rkif.compat import grad_scaler, install_grad_scaler
-    from rkif.settings import KIFConfig
-    from rkif.seq2seq import tokenize_seq2seq
+    from rkif.compat import install_grad_scaler
     from rkif.loop import FeatureList
+    from rkif.seq2seq import tokenize_seq2seq
+    from rkif.settings import KIFConfig
     from rkif.trainer import RecurrentKIFTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
-    records = json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8]
-    features = tokenize_seq2seq(records, tok, 64, 8)
-    model = new_lora_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), r=4, alpha=8, dropout=0.0,
-                           target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM)
-    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4,
-                             report_to="none", max_grad_norm=0.0)
+    features = tokenize_seq2seq(json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8], tok, 64, 8)
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4, report_to="none",
+                             max_grad_norm=max_grad_norm)
     trainer = RecurrentKIFTrainer(model=model, args=args, train_dataset=FeatureList(features),
                                   data_collator=DataCollatorForSeq2Seq(tok, return_tensors="pt", padding=True),
                                   kif_config=KIFConfig(outer_optimizer="separate", train_batch_size_outer=2),
                                   memory_dataset=features)
     trainer.create_optimizer_and_scheduler(num_training_steps=4)
     trainer.state.max_steps = 4
-    install_grad_scaler(trainer, torch.amp.GradScaler("cpu", init_scale=2.0 ** 8))
+    if scaler is not None:
+        install_grad_scaler(trainer, scaler)
     trainer._kif_begin()
+    return trainer
+
+
+def test_gradient_scaler_skip_leaves_outer_tracker_and_schedule(tiny_t5, bench_dir, tmp_path):
+    """fp16 scaler logic on CPU (torch.amp.GradScaler("cpu")): an inf gradient in an outer step is
+    skipped by the scaler, enters no importance and does not advance the separate outer schedule."""
+    from rkif.compat import grad_scaler
+
+    model = new_lora_model(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), r=4, alpha=8, dropout=0.0,
+                           target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM)
+    trainer = outer_step_trainer(tiny_t5, bench_dir, tmp_path, model, 0.0, torch.amp.GradScaler("cpu", init_scale=2.0 ** 8))
     params = lora_parameters(model)
     first = next(iter(params.values()))
     before = {n: p.detach().clone() for n, p in params.items()}
@@ -414,16 +423,6 @@ def test_gradient_scaler_unscales_before_clipping_in_an_outer_step(tiny_t5, benc
     the clip, or the clip acts on gradients 2^k too large and the step and the outer importance come out
     2^k too small. With the scaler (CPU), one finite outer step gives the clipped gradients, importance and
     weights of the same step without a scaler."""
-    from transformers import AutoTokenizer, DataCollatorForSeq2Seq, TrainingArguments
-
-    from rkif.compat import install_grad_scaler
-    from rkif.settings import KIFConfig
-    from rkif.seq2seq import tokenize_seq2seq
-    from rkif.loop import FeatureList
-    from rkif.trainer import RecurrentKIFTrainer
-
-    tok = AutoTokenizer.from_pretrained(tiny_t5)
-    features = tokenize_seq2seq(json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8], tok, 64, 8)
 
     def one_outer_step(scaler):
         torch.manual_seed(0)
@@ -432,17 +431,7 @@ def test_gradient_scaler_unscales_before_clipping_in_an_outer_step(tiny_t5, benc
         with torch.no_grad():  # B = 0 at the start would leave A without gradients
             for n, p in lora_parameters(model).items():
                 p.add_(torch.randn(p.shape, generator=torch.Generator().manual_seed(len(n))) * 0.1)
-        args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=2, max_steps=4,
-                                 report_to="none", max_grad_norm=0.01)  # small enough to clip
-        trainer = RecurrentKIFTrainer(model=model, args=args, train_dataset=FeatureList(features),
-                                      data_collator=DataCollatorForSeq2Seq(tok, return_tensors="pt", padding=True),
-                                      kif_config=KIFConfig(outer_optimizer="separate", train_batch_size_outer=2),
-                                      memory_dataset=features)
-        trainer.create_optimizer_and_scheduler(num_training_steps=4)
-        trainer.state.max_steps = 4
-        if scaler is not None:
-            install_grad_scaler(trainer, scaler)
-        trainer._kif_begin()
+        trainer = outer_step_trainer(tiny_t5, bench_dir, tmp_path, model, 0.01, scaler)  # 0.01: small enough to clip
         trainer.outer_step(trainer.draw_memory_batch()[1])
         return trainer.outer_tracker.sensitivity, {n: p.detach().clone() for n, p in lora_parameters(model).items()}
 
