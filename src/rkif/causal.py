@@ -315,7 +315,7 @@ def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutof
     cut to cutoff_len from the beginning). predict.lengths / predict.training_cutoff: prompt lengths
     in tokens and cutoff_len, for the count of test prompts longer than what training saw. predict.fits: the
     memory budget of a batch (rkif.generation_memory), absent on CPU unless memory_gb is given."""
-    from .seq2seq import add_memory_budget
+    from .generation_memory import add_memory_budget
 
     def make_predictor(adapter_dir):
         model, tokenizer, device = load_causal_for_generation(base_model, adapter_dir, precision, cache_dir)

@@ -76,3 +76,11 @@ def largest_batch(config, dtype_bytes, input_tokens, new_tokens, budget, cap=102
     """The largest batch of inputs this long that fits the budget (0: not even one), up to cap."""
     per_example = example_bytes(config, dtype_bytes, input_tokens, new_tokens)
     return min(cap, budget // per_example)
+
+
+def add_memory_budget(predict, model, device, new_tokens, memory_gb):
+    """predict.fits from the loaded model's config and weight dtype, for both backbones' predictors."""
+    base_weight = next(p for n, p in model.named_parameters() if "lora_" not in n)
+    fits = batch_fits(model.config, base_weight.element_size(), new_tokens, memory_budget(memory_gb, device))
+    if fits is not None:
+        predict.fits = fits

@@ -44,16 +44,6 @@ def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_l
     return [t.replace("</s>", "").replace("<pad>", "").strip() for t in tokenizer.batch_decode(out)]
 
 
-def add_memory_budget(predict, model, device, new_tokens, memory_gb):
-    """predict.fits from the loaded model's config and weight dtype (rkif.generation_memory)."""
-    from .generation_memory import batch_fits, memory_budget
-
-    base_weight = next(p for n, p in model.named_parameters() if "lora_" not in n)
-    fits = batch_fits(model.config, base_weight.element_size(), new_tokens, memory_budget(memory_gb, device))
-    if fits is not None:
-        predict.fits = fits
-
-
 def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024, max_length=128,
                               truncate_inputs=False, memory_gb=0.0):
     """make_predictor(adapter_dir) -> predict(records) for rkif.evaluation.run_generation.
@@ -73,6 +63,8 @@ def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_
 
         predict.lengths = lambda records: [len(ids) for ids in tokenizer([r["input"] for r in records])["input_ids"]]
         predict.training_cutoff = max_input_length
+        from .generation_memory import add_memory_budget
+
         add_memory_budget(predict, model, device, max_length, memory_gb)
         return predict
 
