@@ -172,7 +172,7 @@ def add_wall_time(path, name, seconds):
 
 
 # docs/real-model.md gives the reason for each value (a CPU budget of about an hour on 2 cores)
-REAL_FLAGS = dict(num_epochs=3, learning_rate=2e-3, batch_size=8, micro_batch_size=8, cutoff_len=128,
+REAL_FLAGS = dict(num_epochs=3, learning_rate=5e-3, batch_size=8, micro_batch_size=8, cutoff_len=128,
                   long_prompts="shorten_input", prompt_template_name="chatml", max_new_tokens=6, gen_batch_size=16,
                   val_set_size=0, gradient_checkpointing=False, inner_iterations=4, outer_iterations=2,
                   memory_data_ratio=25, train_batch_size_outer=8, warmup_steps=2, logging_steps=6, precision="auto")
