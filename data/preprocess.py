@@ -17,9 +17,10 @@ from rkif.benchmark import preprocess
 from rkif.command_line import run
 from rkif.errors import InputError
 from rkif.validate import summary_lines, validate_folder
+from rkif.settings import RunSettings
 
 
-def main(raw_dir, out_dir, types=None, seed=42):
+def main(raw_dir, out_dir, types=None, seed=RunSettings.seed):
     """types: JSON object (or dict) {task folder name: TC|SC|NLI|QQP|BoolQA|MultiRC|WiC} for tasks
     outside the built-in 15."""
     if isinstance(types, str):

@@ -18,16 +18,19 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-from rkif.commands import train_t5 as train
 from rkif.data import load_records, task_file
 from rkif.generation import write_predictions
 from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation
 from rkif.synthetic import write_synthetic_benchmark
 from rkif.command_line import run
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir
+from rkif.training import TRAIN
+from rkif.settings import GenerationSettings
+
+train = TRAIN["t5"]
 
 
-def main(n_examples=500, batch_size=64, d_model=64, max_length=128, repeats=5,
+def main(n_examples=500, batch_size=64, d_model=64, max_length=GenerationSettings.max_length, repeats=5,
          out_json="output/bench/generation.json"):
     work = tempfile.mkdtemp(prefix="rkif_genbench_")
     data = os.path.join(work, "data")

@@ -24,11 +24,12 @@ import tempfile
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-from rkif.commands import train_llama, train_t5
+from rkif.training import TRAIN
 from rkif.synthetic import write_synthetic_benchmark
 from rkif.command_line import run
 from rkif.run_folders import adapter_dir
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir
+from rkif.settings import KIFConfig, MemorySettings
 
 
 def own_code_seconds(base_model, inner_iterations, outer_iterations, cutoff_len, repeats=5):
@@ -88,7 +89,8 @@ def own_code_seconds(base_model, inner_iterations, outer_iterations, cutoff_len,
             "per_inner_step": per_inner_step}
 
 
-def main(repeats=5, max_steps=64, inner_iterations=8, outer_iterations=4, d_model=128, n_train=400,
+def main(repeats=5, max_steps=64, inner_iterations=KIFConfig.inner_iterations,
+         outer_iterations=KIFConfig.outer_iterations, d_model=128, n_train=400,
          out_json="output/bench/kif_overhead.json", base_model=None, cutoff_len=96):
     """base_model: a causal LM (GGUF file or model folder) to time instead of the tiny T5; cutoff_len: its
     prompts' length in tokens (batch 8)."""
@@ -99,17 +101,18 @@ def main(repeats=5, max_steps=64, inner_iterations=8, outer_iterations=4, d_mode
     with open(order, "w") as f:
         json.dump(tasks, f)
     if base_model:
-        model, train = base_model, train_llama
+        model, train = base_model, TRAIN["llama"]
         extra = dict(micro_batch_size=8, cutoff_len=cutoff_len, gradient_checkpointing=False,
                      prompt_template_name="chatml" if base_model.lower().endswith(".gguf") else "alpaca")
     else:
         model, train = build_tiny_t5(os.path.join(work, "tiny_t5"), corpus_from_data_dir(data), d_model=d_model,
-                                     d_ff=4 * d_model, num_heads=4), train_t5
+                                     d_ff=4 * d_model, num_heads=4), TRAIN["t5"]
         extra = dict(micro_batch_size=2)
     common = dict(base_model=model, data_dir=data, dataset_id=order, num_epochs=100, max_steps=max_steps,
                   val_set_size=0, eval_steps=10**6, logging_steps=10**6, warmup_steps=5, batch_size=8,
                   inner_iterations=inner_iterations, outer_iterations=outer_iterations,
-                  train_batch_size_outer=8, memory_data_ratio=2, **extra)
+                  train_batch_size_outer=KIFConfig.train_batch_size_outer,
+                  memory_data_ratio=MemorySettings.memory_data_ratio, **extra)
     first = os.path.join(work, "task0")
     train(method_name="SeqLoRA", task_id=0, output_path=first, **common)
     task0 = adapter_dir(first, model, "SeqLoRA", "order", 0, "weather")

@@ -41,6 +41,7 @@ from rkif.command_line import run
 from rkif.plain_data import load_plain
 from rkif.run_folders import adapter_dir, prediction_dir
 from rkif.tasks import resolve_order
+from rkif.settings import PipelineSettings, RunSettings
 
 STATE_DICT_OVERRIDE = re.compile(r"\n[ \t]*old_state_dict = model\.state_dict\n.*?\.__get__\(model, type\(model\)\)\n",
                                  re.S)
@@ -92,7 +93,7 @@ def strip_state_dict_override(source):
     return edit_released("src/finetune_KIF_t5lora.py", source)
 
 
-def prepare(released_repo, data_dir, tasks, out, n_train, n_dev, seed, backbone="t5", n_test=1):
+def prepare(released_repo, data_dir, tasks, out, n_train, n_dev, seed, backbone=PipelineSettings.backbone, n_test=1):
     import transformers
 
     from rkif.tiny import build_tiny_llama, build_tiny_t5, corpus_from_data_dir, llama_corpus
@@ -229,7 +230,7 @@ def compare_generation(backbone, repo, site, env, model, dataset_id, order_name,
     return summary
 
 
-def main(released_repo, data_dir, backbone="t5", dataset_id=4, tasks=4, out="output/compare_with_released",
+def main(released_repo, data_dir, backbone=PipelineSettings.backbone, dataset_id=RunSettings.dataset_id, tasks=4, out="output/compare_with_released",
          n_train=120, n_dev=40, n_test=8, num_epochs=3, memory_data_ratio=10, val_set_size=25, cutoff_len=256,
          max_input_length=256, seed=0):
     """backbone: t5 or llama. dataset_id: a released order (1-6). tasks: how many of its tasks to train

@@ -50,7 +50,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 from rkif.command_line import run
-from rkif.methods import METHOD_NAMES
+from rkif.methods import METHOD_NAMES, get_method
 from rkif.plain_data import load_plain
 from rkif.run_folders import run_dir
 
@@ -118,7 +118,7 @@ def methods_section(train, model, data, order, out, flags, tasks, result):
     for method in METHOD_NAMES:
         try:
             peak_memory_reset()
-            for t in ((1,) if method == "MTL" else (0, 1)):
+            for t in get_method(method).trained_task_ids(len(tasks)):
                 train(method_name=method, task_id=t, output_path=out, base_model=model, data_dir=data,
                       dataset_id=order, **flags)
             result[method] = {"ok": True, **task_figures(out, model, method, f"1-{tasks[1]}")}
@@ -385,7 +385,7 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
     0 skips them); on GPUs every GPU is a rank. fail_section: a section to fail on purpose (tests)."""
     import torch
 
-    from rkif.commands import train_llama, train_t5
+    from rkif.training import TRAIN
     from rkif.causal import causal_predictor_factory
     from rkif.data import load_records, task_file
     from rkif.seq2seq import seq2seq_predictor_factory
@@ -438,12 +438,12 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
         run_section(report, name, fn, max(1, min(section_seconds, int(left))), path, fail_section)
 
     backbones = {
-        "t5": dict(train=train_t5, factory=seq2seq_predictor_factory, suffix="_T5",
+        "t5": dict(train=TRAIN["t5"], factory=seq2seq_predictor_factory, suffix="_T5",
                    fields=("id", "input", "output"),
                    flags=dict(common, batch_size=8, micro_batch_size=2, precision="fp32", **memory_for(8)),
                    variants={"bf16": {"precision": half("bf16")},
                              "separate_outer_optimizer": {"outer_optimizer": "separate"}}),
-        "llama": dict(train=train_llama, factory=causal_predictor_factory, suffix="",
+        "llama": dict(train=TRAIN["llama"], factory=causal_predictor_factory, suffix="",
                       fields=("id", "instruction", "input", "output"),
                       flags=dict(common, batch_size=8 if tiny else 64, micro_batch_size=2 if tiny else 16,
                                  cutoff_len=512, precision=half("bf16"), **memory_for(8 if tiny else 64)),

@@ -26,11 +26,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 from rkif.errors import InputError
 from rkif.command_line import run
-from rkif.pipeline import PIPELINE_FLAGS as PIPELINE_OWN_FLAGS, TRAINING_FLAGS
+from rkif.pipeline import PIPELINE_FLAGS as PIPELINE_OWN_FLAGS
+from rkif.training import TRAINING_FLAGS
 from rkif.recipes import check_recipe
 from rkif.grid import (GRID_FOLDER, absolute_setup, as_list, grid_files, pipeline_command, plan_sequences,
                        progress, sequence_hours, slurm_script, step_seconds_from_device_check,
                        model_layer_count)
+from rkif.settings import PipelineSettings, RunSettings
 
 COMMANDS = ("plan", "slurm", "local", "status")
 GRID_FLAGS = ("methods", "dataset_id", "seed", "base_model", "data_dir", "output_path", "backbone", "recipe")
@@ -177,8 +179,9 @@ def run_local(sequences, setup, gpus, jobs):
     return failed
 
 
-def main(command, methods="RKIF", orders="standard,long", seeds="42", base_model="", data_dir="data/long_sequence",
-         output_path="output", backbone="t5", recipe="rkif", out=None, seconds_per_step=None,
+def main(command, methods=PipelineSettings.methods, orders="standard,long", seeds="42", base_model=RunSettings.base_model,
+         data_dir=RunSettings.data_dir, output_path=RunSettings.output_path, backbone=PipelineSettings.backbone,
+         recipe=RunSettings.recipe, out=None, seconds_per_step=None,
          seconds_per_example=None, device_check=None, partition=None, gpus_per_job=1, time_limit="24:00:00",
          account=None, max_concurrent=None, signal_seconds=300, sbatch=None, gpus="0", jobs=None, **flags):
     """command: plan | slurm | local | status. out: the file plan (.jsonl or .tsv) or slurm writes (default

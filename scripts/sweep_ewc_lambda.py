@@ -17,10 +17,11 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 from rkif.demo import DEMO_FLAGS, prepare
 from rkif.command_line import run
 from rkif.pipeline import run_order
+from rkif.settings import EWCSettings
 
 
 def main(lambdas="1000,3000,10000,30000,100000,300000", out="output/ewc_sweep", num_epochs=15, learning_rate=5e-3,
-         seed=0, ewc_fisher="per_example"):
+         seed=0, ewc_fisher=EWCSettings.ewc_fisher):
     values = [float(v) for v in str(lambdas).split(",")] if not isinstance(lambdas, (list, tuple)) else lambdas
     data, order, model = prepare(out, seed=seed)
     rows = []

@@ -5,7 +5,7 @@
 What it does, and its flags: rkif/demo.py (or --help).
 """
 
-from rkif.commands import demo_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.demo()

@@ -11,7 +11,7 @@ rule). Prints a per-task table; writes metrics.json and metrics.csv beside the p
 Every prediction file must cover exactly the test split's ids.
 """
 
-from rkif.commands import eval_avgperf_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.eval_avgperf()

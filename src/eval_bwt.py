@@ -13,7 +13,7 @@ per-task table; writes metrics.json and metrics.csv (and accuracy_matrix.png wit
 beside the predictions.
 """
 
-from rkif.commands import eval_bwt_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.eval_bwt()

@@ -8,7 +8,7 @@ Reads {data_dir}/{split}/{task}.json (id, instruction, input, output). The adapt
 {output_path}/{model_name}lora_{method}_dataset_id_{id}/{task_id}-{task}/ with run_info.json.
 """
 
-from rkif.commands import finetune_llama_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.train_llama()

@@ -7,7 +7,7 @@ The adapter lands in {output_path}/{model_name}lora_{method}_dataset_id_{id}/{ta
 with a run_info.json beside it. Flag names are those of the released scripts.
 """
 
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.train_t5()

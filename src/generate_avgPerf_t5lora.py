@@ -6,7 +6,7 @@ Writes {output_path}/{model}lora_{method}_dataset_id_{id}_avgPerf/{i}-{task}.jso
 resuming an interrupted file and skipping finished ones. Then: python src/eval_avgPerf.py (same flags).
 """
 
-from rkif.commands import generate_avgperf_t5_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.generate_avgperf_t5()

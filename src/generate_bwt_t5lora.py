@@ -8,7 +8,7 @@ Writes {output_path}/{model}lora_{method}_dataset_id_{id}_bwt/{i}-{task}.jsonl (
 Then: python src/eval_bwt.py (same flags; it also reads the avgPerf predictions).
 """
 
-from rkif.commands import generate_bwt_t5_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.generate_bwt_t5()

@@ -18,13 +18,14 @@ import os
 import statistics
 
 from rkif.errors import InputError
+from rkif.methods import METHODS
 from rkif.run_folders import DEFAULT_RECIPE, DEFAULT_SEED, PREDICTION_FOLDER
 from rkif.command_line import run
+from rkif.settings import RunSettings
 
 FOLDER = PREDICTION_FOLDER
 STANDARD, LONG = ("4", "5", "6"), ("1", "2", "3")
 METHOD_ORDER = ("SeqLoRA", "Replay", "EWC", "IncLoRA", "OLoRA", "RKIF", "MTL")
-NO_BWT = ("MTL",)
 # (Standard OP, Standard BWT, Long OP, Long BWT), T5-large, mean of 3 orders; "+" marks the O-LoRA paper's
 # main table as reused by later papers (OP only), the rest is the Recurrent-KIF paper.
 PAPER = {
@@ -41,6 +42,11 @@ PAPER = {
 # whole model, not a LoRA. The BWT of SeqLoRA and O-LoRA, and RKIF and MTL, are the Recurrent-KIF paper's runs.
 PAPER_PROTOCOL = {"SeqLoRA": "olora (BWT: rkif paper)", "Replay": "olora, full model", "EWC": "olora, full model",
                   "IncLoRA": "olora", "OLoRA": "olora (BWT: rkif paper)", "RKIF": "rkif", "MTL": "rkif"}
+
+
+def has_bwt(method):
+    """Whether the method has an adapter after each task (MTL has not: no BWT); a method unknown here is shown."""
+    return method not in METHODS or "bwt" in METHODS[method].prediction_kinds
 
 
 def scan(output_path, model_name=None):
@@ -87,7 +93,7 @@ def table(runs):
         row = {"method": method if len(models) == 1 else f"{model} {method}", "recipe": recipe}
         for o in orders:
             for k in ("OP", "BWT"):
-                if k == "BWT" and method in NO_BWT:
+                if k == "BWT" and not has_bwt(method):
                     row[f"{o} {k}"] = "-"
                 elif any((o, s) in cells for s in seeds):
                     row[f"{o} {k}"] = summarise({s: cells.get((o, s), {}).get(k) for s in seeds}, seeds)
@@ -95,7 +101,7 @@ def table(runs):
                     row[f"{o} {k}"] = ""
         for name, group in (("Standard", STANDARD), ("Long", LONG)):
             for k in ("OP", "BWT"):
-                if k == "BWT" and method in NO_BWT:
+                if k == "BWT" and not has_bwt(method):
                     row[f"{name} {k}"] = "-"
                     continue
                 if not any((o, s) in cells for o in group for s in seeds):
@@ -130,7 +136,7 @@ def latex(header, rows):
     return "\n".join(lines) + "\n"
 
 
-def main(output_path="output", out=None, model_name=None):
+def main(output_path=RunSettings.output_path, out=None, model_name=None):
     """out: folder for report.md/.csv/.tex (default {output_path}/report). model_name: e.g. t5-largelora."""
     if not os.path.isdir(output_path):
         raise InputError(f"--output_path: folder {output_path} does not exist")

@@ -16,7 +16,7 @@ Writes {output_path}/summary_dataset_id_{id}[_recipe-{name}][_seed{n}].json/.csv
 side-by-side heatmap {output_path}/accuracy_matrices_dataset_id_{id}[...].png.
 """
 
-from rkif.commands import pipeline_main as main
+from rkif.commands import entry_points
 
 if __name__ == "__main__":
-    main()
+    entry_points.pipeline()

@@ -14,8 +14,11 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 import torch
 
 import rkif.trainer
-from rkif.commands import train_t5 as train
+from rkif.training import TRAIN
+
 from rkif.adapters import lora_parameters
+
+train = TRAIN["t5"]
 
 model, data, order, out, fusions = sys.argv[1:6]
 original = rkif.trainer.RecurrentKIFTrainer.recurrent_step

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from conftest import cli_args
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
+main = entry_points.train_t5
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

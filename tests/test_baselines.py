@@ -10,11 +10,13 @@ from peft import LoraConfig, PeftModel, get_peft_model
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from conftest import TASKS, cli_args
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
 from rkif.run_folders import adapter_dir, run_dir
 from rkif.task_plan import plan_task
 from rkif.methods import olora
 from rkif.seq2seq import tokenize_seq2seq
+
+main = entry_points.train_t5
 
 
 def lora_t5(tiny_t5, r):
@@ -51,22 +53,21 @@ def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
 
 
 def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(tiny_t5, bench_dir, tmp_path):
-    from rkif.methods import get_method
-    from rkif.methods.setup import prepare_task_model
     from rkif.backbones import T5
-    from rkif.settings import TrainingSettings
-    from rkif.training import BatchShape, train_and_save
+    from rkif.methods import get_method
+    from rkif.settings import OLoRASettings, TrainingSettings
+    from rkif.training import BatchShape, LoRAShape, train_and_save
 
     out = str(tmp_path / "out")
     first, second, _ = run_cli(tiny_t5, bench_dir, out, "OLoRA", tasks=(0,))
     # task 1 in process, to compare the model in memory with what is saved
     plan = plan_task(method_name="OLoRA", dataset_id=os.path.join(bench_dir, "order.json"), task_id=1,
-                     data_dir=bench_dir, output_path=out, base_model=tiny_t5, memory_data_ratio=25, val_set_size=0)
+                     data_dir=bench_dir, output_path=out, base_model=tiny_t5, memory_data_ratio=25, val_set_size=0,
+                     seed=42)
     tok = AutoTokenizer.from_pretrained(tiny_t5)
-    settings = {"lambda_orth": 0.5, "lambda_l2": 0.0}
-    model, extra_loss = prepare_task_model(get_method("OLoRA"), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan,
-                                           r=8, alpha=32, dropout=0.05, target_modules=["q", "v"],
-                                           task_type="SEQ_2_SEQ_LM", settings=settings)
+    model, extra_loss = get_method("OLoRA").build(
+        AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan, LoRAShape(8, 32, 0.05, ["q", "v"], "SEQ_2_SEQ_LM"),
+        {OLoRASettings: OLoRASettings(lambda_orth=0.5, lambda_l2=0.0)})
     collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True, return_tensors="pt")
     trainer = train_and_save(plan=plan, model=model, features=lambda rs: tokenize_seq2seq(rs, tok, 128, 16),
                              data_collator=collate, kif=None, settings={"seed": 42, "ewc_fisher": "per_example"},
@@ -105,7 +106,7 @@ def test_mtl_trains_once_on_the_union(tiny_t5, bench_dir, tmp_path, capsys):
     out = str(tmp_path / "out")
     order = os.path.join(bench_dir, "order.json")
     plan = plan_task(method_name="MTL", dataset_id=order, task_id=2, data_dir=bench_dir, output_path=out,
-                     base_model=tiny_t5, memory_data_ratio=2, val_set_size=0)
+                     base_model=tiny_t5, memory_data_ratio=2, val_set_size=0, seed=42)
     counts = {t: len(json.load(open(os.path.join(bench_dir, "train", f"{t}_T5.json")))) for t in TASKS}
     assert len(plan.train) == sum(counts.values()) == 72 and plan.previous_adapter is None and not plan.memory
     assert sorted(r["input"] for r in plan.train) == sorted(
@@ -140,7 +141,8 @@ def test_pipeline_runs_the_baselines_and_mtl_has_no_bwt(tiny_t5, bench_dir, tmp_
     rows = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "summary_dataset_id_order.csv")))}
     assert rows["MTL"]["BWT"] == "" and rows["MTL"]["forgetting"] == "" and rows["OLoRA"]["BWT"] != ""
     with pytest.raises(SystemExit) as e:  # and the bwt scripts say why
-        from rkif.commands import eval_bwt_main
+        from rkif.commands import entry_points
+        eval_bwt_main = entry_points.eval_bwt
         eval_bwt_main([f"--base_model={tiny_t5}", f"--dataset_id={bench_dir}/order.json", "--method_name=MTL",
                        f"--data_dir={bench_dir}", f"--output_path={out}"])
     assert e.value.code == 2

@@ -118,7 +118,7 @@ def test_training_runs_the_same_checks(bench_dir, tmp_path, capsys):
     data = str(tmp_path / "data")
     shutil.copytree(bench_dir, data)
     plan = dict(method_name="RKIF", dataset_id=os.path.join(data, "order.json"), task_id=0, data_dir=data,
-                output_path=str(tmp_path / "o"), base_model="m", memory_data_ratio=2, val_set_size=25)
+                output_path=str(tmp_path / "o"), base_model="m", memory_data_ratio=2, val_set_size=25, seed=42)
     # an output outside the options is reported but not refused: the released MNLI dev split has six ("-")
     corrupt(data, "weather", "dev", lambda r: r[3].update(output="-"), "_T5")
     assert len(plan_task(**plan).validation) == 8

@@ -151,7 +151,8 @@ def test_a_resume_on_another_number_of_ranks_is_refused_before_any_model_loads(t
     """From 1 rank to N every rank loaded the model, then failed on a missing rng_state_{r}.pth; from N to
     fewer the resume went on silently without the RNG states. Now: one error line, exit 2, nothing loaded."""
     from conftest import TASKS, cli_args
-    from rkif.commands import finetune_t5_main
+    from rkif.commands import entry_points
+    finetune_t5_main = entry_points.train_t5
     from rkif.run_folders import adapter_dir
     from rkif.training import resolve_resume
 

@@ -12,7 +12,8 @@ from transformers import AutoModelForSeq2SeqLM
 
 from conftest import TASKS, cli_args
 from rkif.compat import STACK, model_load_kwargs, optimizer_steps_per_epoch
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
+main = entry_points.train_t5
 
 @pytest.fixture(scope="module")
 def runs(tiny_t5, bench_dir, tmp_path_factory):

@@ -13,11 +13,13 @@ from rkif.adapters import lora_parameters
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from conftest import TASKS, cli_args
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
 from rkif.causal import load_tokenizer, tokenize_causal
 from rkif.run_folders import adapter_dir
 from rkif.methods import ewc
 from rkif.seq2seq import tokenize_seq2seq
+
+main = entry_points.train_t5
 
 
 def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
@@ -99,8 +101,6 @@ def test_ewc_saves_the_running_fisher_and_uses_it(tiny_t5, bench_dir, tmp_path, 
     with pytest.raises(SystemExit) as e:
         main(cli_args(tiny_t5, bench_dir, out, 2, "EWC", val_set_size=0))
     assert e.value.code == 2
-
-
 
 
 def lora_model(model_class, base, targets, task_type, seed=0):
@@ -230,10 +230,10 @@ def largest_finite_training_scale(model, features, collate, params, micro_batch,
 
 def test_fp16_fisher_leaves_out_no_chunk_at_the_largest_scale_training_backs_through(tiny_t5, bench_dir, capsys):
     """CPU fp16 autocast: at the largest loss scale at which training's backward is finite, the Fisher
-    that end_of_task_files computes overflows nowhere (no chunk redone or left out) and matches fp32's.
+    that EWC's end_of_task computes overflows nowhere (no chunk redone or left out) and matches fp32's.
     Multiplying each example's loss by training's scale overflowed: every chunk left out, all zeros."""
     from rkif.methods import get_method
-    from rkif.methods.setup import end_of_task_files
+    from rkif.settings import EWCSettings
 
     model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
     features, collate = t5_features(tiny_t5, bench_dir, n=8)
@@ -253,8 +253,8 @@ def test_fp16_fisher_leaves_out_no_chunk_at_the_largest_scale_training_backs_thr
     trainer.accelerator = SimpleNamespace(scaler=trainer.scaler)
     capsys.readouterr()
     path = os.path.join(os.path.dirname(tiny_t5), "ewc_state_fp16.pt")
-    end_of_task_files(get_method("EWC"), trainer, SimpleNamespace(previous_adapter=None), features, micro_batch,
-                      "per_example")[ewc.EWC_STATE](path)
+    get_method("EWC").end_of_task(trainer, SimpleNamespace(previous_adapter=None), features, micro_batch,
+                                  {EWCSettings: EWCSettings(ewc_fisher="per_example")})[ewc.EWC_STATE](path)
     assert capsys.readouterr().err == ""  # no overflow, nothing left out
     fisher = torch.load(path)["fisher"]
     for n in params:
@@ -264,10 +264,10 @@ def test_fp16_fisher_leaves_out_no_chunk_at_the_largest_scale_training_backs_thr
 
 
 def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_dir, monkeypatch):
-    """end_of_task_files: under the default estimate the saved Fisher is the same whether examples pass
+    """EWC's end_of_task: under the default estimate the saved Fisher is the same whether examples pass
     one, two or eight at a time (the chunk set to the micro-batch), unlike the batch estimate's."""
     from rkif.methods import get_method
-    from rkif.methods.setup import end_of_task_files
+    from rkif.settings import EWCSettings
 
     model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
     features, collate = t5_features(tiny_t5, bench_dir, n=12)
@@ -277,7 +277,8 @@ def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_di
     plan = SimpleNamespace(previous_adapter=None)
 
     def saved_fisher(micro_batch_size, estimate, path):
-        files = end_of_task_files(get_method("EWC"), trainer, plan, features, micro_batch_size, estimate)
+        files = get_method("EWC").end_of_task(trainer, plan, features, micro_batch_size,
+                                              {EWCSettings: EWCSettings(ewc_fisher=estimate)})
         files[ewc.EWC_STATE](path)
         return torch.load(path)["fisher"]
 

@@ -29,9 +29,9 @@ from rkif.importance import ImportanceTracker
 from rkif.lora import new_lora_model
 from rkif.loop import KIF_STATE, RecurrentKIFMixin
 from rkif.methods import get_method
-from rkif.methods.setup import prepare_task_model
+from rkif.training import LoRAShape, method_groups
 
-SETTINGS = {"lambda_orth": 0.5, "lambda_l2": 0.1, "ewc_lambda": 100.0}
+SETTINGS = {"lambda_orth": 0.5, "lambda_l2": 0.1, "ewc_lambda": 100.0, "ewc_fisher": "per_example"}
 
 
 @contextmanager
@@ -81,15 +81,15 @@ def task0(tiny_t5, tmp_path_factory):
 
 def set_up(method, tiny_t5, previous):
     plan = types.SimpleNamespace(task_id=1, previous_adapter=previous)
-    return prepare_task_model(get_method(method), AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan, r=4, alpha=8,
-                              dropout=0.0, target_modules=["q", "v"], task_type=TaskType.SEQ_2_SEQ_LM,
-                              settings=SETTINGS)
+    m = get_method(method)
+    return m.build(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan,
+                   LoRAShape(4, 8, 0.0, ["q", "v"], TaskType.SEQ_2_SEQ_LM), method_groups(m, SETTINGS))
 
 
 @pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])
 def test_every_method_at_task_1_on_cuda(method, tiny_t5, task0):
     """Extra-loss terms, gradient hooks, one importance update and one fusion with the model on cuda."""
-    model, extra_loss = set_up(method, tiny_t5, task0 if get_method(method).sequential else None)
+    model, extra_loss = set_up(method, tiny_t5, task0 if get_method(method).starts_from_previous(1) else None)
     hooks = {n: list(p._backward_hooks.values()) for n, p in lora_parameters(model).items()
              if getattr(p, "_backward_hooks", None)}
     assert bool(hooks) == (method in ("OLoRA", "IncLoRA"))  # the earlier branches are frozen by hooks
@@ -202,7 +202,8 @@ def test_kif_state_follows_each_parameters_device(tmp_path):
 
 
 def test_one_process_seeing_two_gpus_is_refused(tiny_t5, bench_dir, tmp_path, monkeypatch, capsys):
-    from rkif.commands import finetune_t5_main as main
+    from rkif.commands import entry_points
+    main = entry_points.train_t5
 
     from conftest import cli_args
 
@@ -221,7 +222,8 @@ def test_each_torchrun_rank_takes_its_gpu_before_the_model_loads(tiny_t5, bench_
     which peft 0.4.0 puts on the current device) is loaded."""
     from transformers import AutoModelForSeq2SeqLM
 
-    from rkif.commands import finetune_t5_main as main
+    from rkif.commands import entry_points
+    main = entry_points.train_t5
 
     from conftest import cli_args
 
@@ -337,7 +339,9 @@ def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_
     layers' matmuls (base and LoRA) must run in bf16 while training (recorded by a hook): a silent fall-back
     to fp32 fails."""
     import rkif.training
-    from rkif.commands import finetune_llama_main, finetune_t5_main
+    from rkif.commands import entry_points
+
+    finetune_llama_main, finetune_t5_main = entry_points.train_llama, entry_points.train_t5
 
     from conftest import cli_args
 

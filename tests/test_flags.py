@@ -196,7 +196,8 @@ def test_bad_training_flags_table(bench_dir, tiny_t5, tmp_path):
 def test_help_shows_the_flags_even_for_a_function_taking_any_flag(capsys):
     """--help (or -h) anywhere shows fire's help and exits 0; run_pipeline's run_order takes **train_flags,
     which fire would otherwise hand --help to as a training flag."""
-    from rkif.pipeline import TRAINING_FLAGS, run_order
+    from rkif.pipeline import run_order
+    from rkif.training import TRAINING_FLAGS
 
     from rkif.command_line import run
 

@@ -11,9 +11,11 @@ from transformers import AutoModelForCausalLM
 
 from rkif.compat import STACK
 from conftest import random_lora_adapter
-from rkif.commands import finetune_llama_main as llama_main
+from rkif.commands import entry_points
 from rkif.causal import alpaca_prompt, greedy_causal, load_causal_for_generation, load_tokenizer, tokenize_causal
 from rkif.pipeline import run_order
+
+llama_main = entry_points.train_llama
 
 RECORD = {"id": "w_0", "instruction": "What is the weather? Choose one from the option. Option: sunny, rainy.\n",
           "input": "Text: bright day\n\nAnswer:", "output": "sunny"}

@@ -12,14 +12,19 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, DataCollatorForSeq2Seq, TrainingArguments
 
 from conftest import random_lora_adapter
-from rkif.commands import finetune_llama_main as llama_main
+from rkif.commands import entry_points
 from rkif.causal import (ELLIPSIS, alpaca_prompt, causal_predictor_factory, greedy_causal, load_tokenizer,
                          long_prompt_counts, released_answer, shortened_input, tokenize_causal)
-from rkif.commands import generate_avgperf_t5
+from rkif.backbones import T5
+from rkif.generate import generation_command
+
+generate_avgperf_t5 = generation_command(T5, "avgPerf")
 from rkif.scoring import evaluate
 from rkif.run_folders import adapter_dir
 from rkif.loop import FeatureList
 from rkif.trainer import RecurrentKIFTrainer
+
+llama_main = entry_points.train_llama
 
 LONG_INPUT = "Text: " + " ".join(["bright sunny day with clear sky"] * 12) + "\n\nAnswer:"
 SHORT = {"id": "s_0", "instruction": "What is the weather? Option: sunny, rainy.\n", "input": "Text: rain\n\nAnswer:",

@@ -48,7 +48,7 @@ def test_more_classes_than_n_gives_one_per_class_as_released():
     picked = sample_task_memory(data, 1, random.Random(0))
     assert len(picked) == 14 and Counter(r["output"] for r in picked) == {f"label {i}": 1 for i in range(14)}
     assert len(sample_task_memory(data, 0, random.Random(0))) == 14  # n_i = 0 by rounding: still one each
-    assert build_memory_buffer([data], ratio=0) == []  # no memory asked for: none
+    assert build_memory_buffer([data], ratio=0, seed=42) == []  # no memory asked for: none
 
 
 def released_buffer(train_sets, ratio, seed):
@@ -93,7 +93,7 @@ def test_buffer_concatenates_tasks_and_is_deterministic():
     assert [r["id"] for r in a] != [r["id"] for r in c]
     assert len(a) == 10 + 7  # floor(200 * 5%) + floor(150 * 5%)
     assert Counter(r["output"] for r in a[:10]) == {"pos": 5, "neg": 5}
-    assert build_memory_buffer([t1], ratio=0) == []
+    assert build_memory_buffer([t1], ratio=0, seed=42) == []
 
 
 def test_one_rng_for_all_tasks_not_reseeded_per_task():

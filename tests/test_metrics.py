@@ -69,3 +69,12 @@ def test_missing_file_and_id_mismatches(tmp_path):
     with pytest.raises(InputError, match="duplicate ids"):
         check_complete([row("a"), row("a"), row("b")], test, "f")
     check_complete([row("c"), row("a"), row("b")], test, "f")
+
+
+def test_a_rounding_error_around_zero_is_shown_as_zero_not_minus_zero():
+    from rkif.metrics import backward_transfer, shown
+
+    # the real-model benchmark's RKIF, 24 test examples a task: +2, -2 and +1 answers, BWT exactly 0 by hand
+    bwt = backward_transfer([11 / 24, 10 / 24, 15 / 24, 0.6], [12 / 24, 8 / 24, 16 / 24, 0.6])
+    assert bwt != 0 and abs(bwt) < 1e-15
+    assert shown(bwt) == "0.0000" and shown(bwt, 3) == "0.000" and shown(-0.18055556) == "-0.1806"

@@ -9,8 +9,10 @@ import shutil
 import torch
 
 from conftest import cli_args
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
 from rkif.trainer import RecurrentKIFTrainer
+
+main = entry_points.train_t5
 
 
 def outer_sizes(monkeypatch):

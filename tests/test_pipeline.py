@@ -8,9 +8,11 @@ import sys
 import pytest
 
 from conftest import TASKS
-from rkif.commands import eval_avgperf_main
-from rkif.commands import pipeline_main
+from rkif.commands import entry_points
 from rkif.pipeline import run_order
+
+eval_avgperf_main = entry_points.eval_avgperf
+pipeline_main = entry_points.pipeline
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FAST = dict(num_epochs=2, eval_steps=3, warmup_steps=1, batch_size=4, micro_batch_size=2, inner_iterations=2,

@@ -147,7 +147,7 @@ def test_the_real_model_trains_a_step_and_generates(tmp_path):
     """SmolLM2-135M-Instruct from the package's GGUF file: one training step through the script, then a
     generation with the adapter."""
     from rkif.causal import causal_predictor_factory
-    from rkif.commands import train_llama
+    from rkif.training import TRAIN
     from rkif.run_folders import adapter_dir
     from rkif.synthetic import write_synthetic_benchmark
 
@@ -157,7 +157,7 @@ def test_the_real_model_trains_a_step_and_generates(tmp_path):
     order = data / "order.json"
     order.write_text(json.dumps(list(tasks)))
     out = str(tmp_path / "out")
-    train_llama(base_model=gguf, data_dir=str(data), dataset_id=str(order), task_id=0, output_path=out,
+    TRAIN["llama"](base_model=gguf, data_dir=str(data), dataset_id=str(order), task_id=0, output_path=out,
                 method_name="SeqLoRA", max_steps=1, batch_size=4, micro_batch_size=4, val_set_size=0, cutoff_len=64,
                 gradient_checkpointing=False, prompt_template_name="chatml", logging_steps=1)
     adapter = adapter_dir(out, gguf, "SeqLoRA", "order", 0, "weather")

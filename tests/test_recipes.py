@@ -6,10 +6,13 @@ import os
 import pytest
 
 from conftest import TASKS, cli_args
-from rkif.commands import finetune_t5_main as main
+from rkif.commands import entry_points
 from rkif.run_folders import adapter_dir
+from rkif.methods import get_method
 from rkif.recipes import RKIF, apply_recipe, benchmark_of, recipe_values
 from rkif.tasks import TASK_ORDERS
+
+main = entry_points.train_t5
 
 # scripts/long.sh of cmnfriend/O-LoRA, task by task (our order 3): (task, lamda_1, lamda_2, num_train_epochs)
 OLORA_LONG_SH = [("yelp", 0, 0, 1), ("amazon", 0.5, 0, 1), ("mnli", 0.5, 0, 2), ("cb", 0.5, 0, 1),
@@ -22,7 +25,7 @@ def test_olora_recipe_reproduces_the_released_long_script_on_order_3():
     tasks = TASK_ORDERS[3]
     assert [t for t, *_ in OLORA_LONG_SH] == tasks
     for t, (task, lambda_1, lambda_2, epochs) in enumerate(OLORA_LONG_SH):
-        v = recipe_values("olora", "t5", tasks, t, "OLoRA")
+        v = recipe_values("olora", "t5", tasks, t, get_method("OLoRA"))
         assert (v["lambda_orth"], v["lambda_l2"], v["num_epochs"]) == (lambda_1, lambda_2, epochs), task
         assert (v["learning_rate"], v["lr_scheduler_type"], v["warmup_steps"], v["batch_size"]) == (1e-3, "constant",
                                                                                                     0, 64)
@@ -34,9 +37,9 @@ def test_standard_orders_and_custom_orders_take_the_standard_weights_and_incLoRA
     for order in (4, 5, 6):
         assert benchmark_of(TASK_ORDERS[order]) == "standard"
         for t in range(4):
-            v = recipe_values("olora", "t5", TASK_ORDERS[order], t, "OLoRA")
+            v = recipe_values("olora", "t5", TASK_ORDERS[order], t, get_method("OLoRA"))
             assert (v["lambda_orth"], v["lambda_l2"], v["num_epochs"]) == (0.5, 0.0, 1)
-            v = recipe_values("olora", "t5", TASK_ORDERS[order], t, "IncLoRA")
+            v = recipe_values("olora", "t5", TASK_ORDERS[order], t, get_method("IncLoRA"))
             assert (v["lambda_orth"], v["lambda_l2"]) == (0.0, 0.0)
     assert benchmark_of(TASK_ORDERS[3][:14]) == "standard"  # 14 of the 15 Long tasks: a custom order
     assert all(benchmark_of(TASK_ORDERS[o]) == "long" for o in (1, 2, 3))

@@ -185,7 +185,9 @@ def test_a_gguf_file_gives_the_logits_of_the_same_weights_from_safetensors(tiny_
 
 @current_only
 def test_a_gguf_file_trains_and_generates_through_the_scripts(tiny_gguf, bench_dir, tmp_path):
-    from rkif.commands import finetune_llama_main, generate_avgperf_llama_main
+    from rkif.commands import entry_points
+
+    finetune_llama_main, generate_avgperf_llama_main = entry_points.train_llama, entry_points.generate_avgperf_llama
 
     out = str(tmp_path / "out")
     for t in (0, 1, 2):
@@ -228,7 +230,9 @@ def test_chatml_examples_are_the_chat_template_then_the_output_and_eos(tiny_llam
 
 @current_only
 def test_chatml_trains_and_generates_through_the_scripts(tiny_llama, bench_dir, tmp_path):
-    from rkif.commands import finetune_llama_main, generate_bwt_llama_main
+    from rkif.commands import entry_points
+
+    finetune_llama_main, generate_bwt_llama_main = entry_points.train_llama, entry_points.generate_bwt_llama
 
     out = str(tmp_path / "out")
     finetune_llama_main(cli_args(tiny_llama, bench_dir, out, 0, cutoff_len=128, val_set_size=0, num_epochs=1,

@@ -7,12 +7,16 @@ LLaMA (causal LM): Alpaca prompt, loss on the response only (unless --train_on_i
 pad id 0 with left padding; files {task}.json with instruction, input, output.
 """
 
+import importlib.util
 import os
 from dataclasses import dataclass, field
 
-from .causal import (causal_predictor_factory, check_chat_template, check_long_prompts, check_template,
-                     load_tokenizer, long_prompt_report, tokenize_causal)
+import torch
+from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
 from . import compat
+from .causal import (causal_predictor_factory, check_chat_template, check_long_prompts, check_template, load_tokenizer,
+                     long_prompt_report, tokenize_causal)
 from .errors import InputError
 from .models import load_pretrained
 from .seq2seq import seq2seq_predictor_factory, tokenize_seq2seq
@@ -50,8 +54,6 @@ def _check_t5(values):
 
 
 def _load_t5(values, fp16, bf16):
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, values["base_model"], cache_dir=values["cache_dir"])
     # Weights loaded without initialisation, so the LoRA initialisation takes the first draws of the
     # torch RNG after set_seed, as with the released device_map="auto" loading.
@@ -90,9 +92,6 @@ def _check_llama(values):
 
 
 def _load_llama(values, fp16, bf16):
-    import torch
-    from transformers import AutoModelForCausalLM
-
     tokenizer = load_tokenizer(values["base_model"], values["cache_dir"])
     # Weights loaded without initialisation, so the LoRA initialisation takes the first draws of the
     # torch RNG after set_seed, as with the released device_map loading. A GGUF file is dequantised
@@ -157,10 +156,6 @@ def get_backbone(name):
 def check_8bit(precision):
     """--load_8bit where it can work: bitsandbytes installed, a GPU, fp16 (what Int8 layers compute in), and
     what the stack's peft needs (rkif.compat.check_8bit_with_peft)."""
-    import importlib.util
-
-    import torch
-
     if importlib.util.find_spec("bitsandbytes") is None or not torch.cuda.is_available():
         raise InputError("--load_8bit needs the optional bitsandbytes package and a GPU; "
                          "without them leave it off (fp32 on CPU, bf16/fp16 on a GPU)")

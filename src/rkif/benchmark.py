@@ -16,6 +16,7 @@ import random
 
 from .data import read_json
 from .errors import InputError
+from .settings import RunSettings
 
 SPLITS = ("train", "dev", "test")
 CAPS = {"train": 1000, "dev": 500, "test": None}
@@ -78,7 +79,7 @@ def read_raw_task(task_dir):
     return splits, labels if labels is not None else seen
 
 
-def convert_task(task_dir, raw_name, task_type, seed=42):
+def convert_task(task_dir, raw_name, task_type, seed=RunSettings.seed):
     """{split: (t5_records, llama_records)} for one raw task folder."""
     if task_type not in QUESTIONS:
         raise InputError(f"{task_dir}: unknown task type {task_type!r}; expected one of {sorted(QUESTIONS)}")
@@ -134,7 +135,7 @@ def write_json_atomically(path, records):
     os.replace(tmp, path)
 
 
-def preprocess(raw_dir, out_dir, types=None, seed=42):
+def preprocess(raw_dir, out_dir, types=None, seed=RunSettings.seed):
     """Convert every raw task under raw_dir into out_dir; returns {task: {split: count}}."""
     tasks = find_raw_tasks(raw_dir, types)
     converted = {raw_name.lower(): convert_task(folder, raw_name, task_type, seed)

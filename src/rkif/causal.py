@@ -1,6 +1,17 @@
 """LLaMA (causal LM) features and generation: Alpaca prompt, loss on the response only, left padding."""
 
+import os
+import sys
+
+import torch
+from transformers import AutoModelForCausalLM
+
+from .compat import causal_pad_id, causal_tokenizer_class, dense_model, model_load_kwargs, pretrained_source
 from .errors import InputError
+from .generation_memory import add_memory_budget
+from .models import load_pretrained
+from .numerics import assemble, generation_numerics
+from .settings import GenerationSettings, LlamaSettings
 
 PROMPT_WITH_INPUT = (
     "Below is an instruction that describes a task, paired with an input that provides further context. "
@@ -76,8 +87,8 @@ def _tokenize(tokenizer, text, cutoff_len, add_eos, template="alpaca"):
     return ids, mask
 
 
-def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True,
-                      template="alpaca"):
+def released_features(record, tokenizer, cutoff_len=512, train_on_inputs=LlamaSettings.train_on_inputs,
+                      add_eos_token=LlamaSettings.add_eos_token, template="alpaca"):
     """One example as the released generate_and_tokenize_prompt builds it.
 
     The full text (prompt + output) always gets EOS when it fits, whatever add_eos_token says;
@@ -146,8 +157,9 @@ def shortened_input(record, tokenizer, cutoff_len, template="alpaca"):
     return cut(lo)
 
 
-def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=False, add_eos_token=True,
-                    long_prompts="released", template="alpaca"):
+def tokenize_causal(records, tokenizer, cutoff_len=512, train_on_inputs=LlamaSettings.train_on_inputs,
+                    add_eos_token=LlamaSettings.add_eos_token, long_prompts=LlamaSettings.long_prompts,
+                    template="alpaca"):
     """Features {input_ids, attention_mask, labels} for prompt + output.
 
     long_prompts "released" (default): the released rule (released_features), bitwise. A prompt
@@ -190,8 +202,6 @@ def long_prompt_counts(records, tokenizer, cutoff_len=512, template="alpaca"):
 def long_prompt_report(plan, tokenizer, cutoff_len, rule, template="alpaca"):
     """long_prompt_counts of the task's training set, memory and validation set, printed and returned
     (run_info.json keeps them), so that a user sees what the cutoff costs under either rule."""
-    import os
-
     report = {"rule": rule}
     show = print if int(os.environ.get("LOCAL_RANK", 0)) == 0 else (lambda *a, **k: None)
     show(f"  long prompts (cutoff {cutoff_len}, rule in use: {rule}):")
@@ -210,9 +220,6 @@ def long_prompt_report(plan, tokenizer, cutoff_len, rule, template="alpaca"):
 def load_tokenizer(base_model, cache_dir=None):
     """The causal LM's tokenizer, padding on the left with pad_id(tokenizer). LlamaTokenizer (sentencepiece,
     pad 0 as released) on the pinned stack; the model's own (AutoTokenizer, or a GGUF file's) on the current."""
-    from .compat import causal_tokenizer_class, pretrained_source
-    from .models import load_pretrained
-
     source, gguf = pretrained_source(base_model)
     tokenizer = load_pretrained(causal_tokenizer_class().from_pretrained, source, cache_dir=cache_dir, **gguf)
     tokenizer.pad_token_id = pad_id(tokenizer)
@@ -223,20 +230,11 @@ def load_tokenizer(base_model, cache_dir=None):
 def pad_id(tokenizer):
     """The id that pads batches (rkif.compat.causal_pad_id): PAD_ID for LLaMA-2 on the pinned stack, as
     released; on the current stack the model's own."""
-    from .compat import causal_pad_id
-
     return causal_pad_id(tokenizer, PAD_ID)
 
 
 def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
     """(model, tokenizer, device): base + adapter as rkif.numerics says for this precision and device."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    from .compat import dense_model, model_load_kwargs, pretrained_source
-    from .models import load_pretrained
-    from .numerics import assemble, generation_numerics
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     numerics = generation_numerics(precision, device, "llama")
     tokenizer = load_tokenizer(base_model, cache_dir)
@@ -258,8 +256,8 @@ def cut_prompt_ids(ids, limit, bos_id=None):
     return ids[:keep] + ids[len(ids) - limit + keep:]
 
 
-def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_prompt_tokens=None, names=None,
-                  template="alpaca"):
+def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=GenerationSettings.max_new_tokens,
+                  max_prompt_tokens=None, names=None, template="alpaca"):
     """Greedy answers: the generated text after the prompt's "### Response:", stripped (alpaca, as released);
     chatml: the generated tokens up to EOS, decoded without special tokens, stripped.
 
@@ -269,10 +267,6 @@ def greedy_causal(model, tokenizer, device, prompts, max_new_tokens=128, max_pro
     fit, with a warning naming it (names[i], else its position). A prompt within the window is left
     whole even if its answer will run past it, as released.
     """
-    import sys
-
-    import torch
-
     window = getattr(model.config, "max_position_embeddings", None)
     bos = tokenizer.bos_token_id
     ids = [cut_prompt_ids(x, max_prompt_tokens, bos) for x in
@@ -309,14 +303,13 @@ def released_answer(text, eos_token="</s>"):
     return parts[1].strip().replace(eos_token, "") if len(parts) > 1 else ""
 
 
-def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512, max_new_tokens=128,
-                             truncate_inputs=False, template="alpaca", memory_gb=0.0):
+def causal_predictor_factory(base_model, precision="auto", cache_dir=None, cutoff_len=512,
+                             max_new_tokens=GenerationSettings.max_new_tokens,
+                             truncate_inputs=GenerationSettings.truncate_inputs, template="alpaca", memory_gb=0.0):
     """make_predictor(adapter_dir) -> predict(records); prompts fed whole unless truncate_inputs (then
     cut to cutoff_len from the beginning). predict.lengths / predict.training_cutoff: prompt lengths
     in tokens and cutoff_len, for the count of test prompts longer than what training saw. predict.fits: the
     memory budget of a batch (rkif.generation_memory), absent on CPU unless memory_gb is given."""
-    from .generation_memory import add_memory_budget
-
     def make_predictor(adapter_dir):
         model, tokenizer, device = load_causal_for_generation(base_model, adapter_dir, precision, cache_dir)
         check_chat_template(tokenizer, template, base_model)

@@ -14,6 +14,9 @@ import os
 import re
 import sys
 
+import fire
+from tqdm import tqdm
+
 from .errors import InputError
 
 _NUMBER = re.compile(r"^-\d*\.?\d+(e[-+]?\d+)?$", re.IGNORECASE)
@@ -31,8 +34,6 @@ def exit_on_input_error(fn, *args, **kwargs):
 def _close_progress_bars():
     """An error raised inside a loop leaves its tqdm bar open, to be redrawn at exit below the message;
     closed first, the `error:` line is the last one printed."""
-    from tqdm import tqdm
-
     for bar in list(getattr(tqdm, "_instances", ())):
         bar.close()
 
@@ -92,8 +93,6 @@ def run(fn, argv=None, *, name=None, extra_flags=()):
 
     extra_flags: names accepted besides fn's own, for a fn whose **kwargs are checked later.
     """
-    import fire
-
     argv = sys.argv[1:] if argv is None else list(argv)
     ours = argv[: argv.index("--")] if "--" in argv else argv
     if any(t in ("--help", "-h") for t in ours):

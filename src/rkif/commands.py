@@ -1,54 +1,78 @@
-"""Every command of the project, built from the declared settings: the scripts under src/ are thin
-wrappers around these (their released paths keep working), and `pip install -e .` also installs
-them as console commands (pyproject.toml)."""
+"""Every command of the project, in one table: the scripts under src/ (their released paths keep
+working), the console commands `pip install -e .` installs (pyproject.toml) and docs/flags.md
+(`python -m rkif.commands > docs/flags.md`) are all read from COMMANDS."""
+
+import inspect
+import os
+from dataclasses import dataclass
+from types import SimpleNamespace
 
 from .backbones import LLAMA, T5
 from .command_line import run
+from .demo import demo
 from .generate import generation_command
-from .pipeline import TRAIN, TRAINING_FLAGS, run_order
+from .pipeline import run_order
+from .recipes import OLORA, RKIF
 from .scoring import scoring_command
+from .training import TRAIN, TRAINING_FLAGS
 
-train_t5, train_llama = TRAIN["t5"], TRAIN["llama"]
-generate_avgperf_t5 = generation_command(T5, "avgPerf")
-generate_bwt_t5 = generation_command(T5, "bwt")
-generate_avgperf_llama = generation_command(LLAMA, "avgPerf")
-generate_bwt_llama = generation_command(LLAMA, "bwt")
-eval_avgperf = scoring_command("avgPerf")
-eval_bwt = scoring_command("bwt")
 
-# (script, function, backbone whose recipe values it shows): the order of docs/flags.md
+@dataclass(frozen=True)
+class Command:
+    name: str  # entry_points.{name} runs it; the console command is rkif-{name, - for _}
+    script: str  # its script under src/ (the released name)
+    fn: object  # the command: its keyword parameters are its flags
+    backbone: str = None  # whose recipe values docs/flags.md shows for flags that default to the recipe's
+    extra_flags: tuple = ()  # flags it passes on (the pipeline: every training flag)
+    in_flags_doc: bool = True  # built from the declared settings, so docs/flags.md lists its flags
+
+    @property
+    def console_command(self):
+        return "rkif-" + self.name.replace("_", "-")
+
+    def main(self, argv=None):
+        return run(self.fn, argv, name=os.path.basename(self.script), extra_flags=self.extra_flags)
+
+
+# the order of docs/flags.md
 COMMANDS = (
-    ("src/finetune_KIF_t5lora.py", train_t5, "t5"),
-    ("src/finetune_KIF_llama.py", train_llama, "llama"),
-    ("src/generate_avgPerf_t5lora.py", generate_avgperf_t5, "t5"),
-    ("src/generate_bwt_t5lora.py", generate_bwt_t5, "t5"),
-    ("src/generate_avgPerf_llama.py", generate_avgperf_llama, "llama"),
-    ("src/generate_bwt_llama.py", generate_bwt_llama, "llama"),
-    ("src/eval_avgPerf.py", eval_avgperf, None),
-    ("src/eval_bwt.py", eval_bwt, None),
-    ("src/run_pipeline.py", run_order, "t5"),
+    Command("train_t5", "src/finetune_KIF_t5lora.py", TRAIN["t5"], "t5"),
+    Command("train_llama", "src/finetune_KIF_llama.py", TRAIN["llama"], "llama"),
+    Command("generate_avgperf_t5", "src/generate_avgPerf_t5lora.py", generation_command(T5, "avgPerf"), "t5"),
+    Command("generate_bwt_t5", "src/generate_bwt_t5lora.py", generation_command(T5, "bwt"), "t5"),
+    Command("generate_avgperf_llama", "src/generate_avgPerf_llama.py", generation_command(LLAMA, "avgPerf"), "llama"),
+    Command("generate_bwt_llama", "src/generate_bwt_llama.py", generation_command(LLAMA, "bwt"), "llama"),
+    Command("eval_avgperf", "src/eval_avgPerf.py", scoring_command("avgPerf")),
+    Command("eval_bwt", "src/eval_bwt.py", scoring_command("bwt")),
+    Command("pipeline", "src/run_pipeline.py", run_order, "t5", TRAINING_FLAGS),
+    Command("demo", "src/demo.py", demo, in_flags_doc=False),  # its flags: the demo's experiment (rkif.demo)
 )
+entry_points = SimpleNamespace(**{c.name: c.main for c in COMMANDS})
 
 
-def _main(fn, script, extra_flags=()):
-    def main(argv=None):
-        return run(fn, argv, name=script, extra_flags=extra_flags)
+def flags_markdown(commands, recipes=None):
+    """docs/flags.md: for every command (a Command), its flags with default and help;
+    a training command's flags that default to None show each recipe's value (recipes: {name: {backbone:
+    {flag: value}}})."""
+    lines = ["# Flags", "",
+             "Generated from the declarations in `src/rkif/settings.py` by `python -m rkif.commands > docs/flags.md`",
+             "(a test checks that this file is in step with them). `None` means the recipe's value",
+             "(`--recipe rkif` or `olora`, `src/rkif/recipes.py`); a flag given on the command line always wins.", ""]
+    for c in (c for c in commands if c.in_flags_doc):
+        title, fn, backbone = c.script, c.fn, c.backbone
+        lines += [f"## {title}", "", "| flag | default | help |", "|---|---|---|"]
+        helps = fn.flag_help
+        for p in inspect.signature(fn).parameters.values():
+            if p.kind is p.VAR_KEYWORD:
+                lines.append("| (any training flag) | | passed on to the training script |")
+                continue
+            shown = f"`{p.default!r}`"
+            if p.default is None and backbone and any(p.name in r[backbone] for r in (recipes or {}).values()):
+                shown = "recipe: " + ", ".join(f"{name} `{r[backbone][p.name]!r}`" for name, r in recipes.items())
+            lines.append(f"| `--{p.name}` | {shown} | {helps.get(p.name, '').replace('|', '/')} |")
+        lines.append("")
+    return "\n".join(lines)
 
-    return main
 
-
-finetune_t5_main = _main(train_t5, "finetune_KIF_t5lora.py")
-finetune_llama_main = _main(train_llama, "finetune_KIF_llama.py")
-generate_avgperf_t5_main = _main(generate_avgperf_t5, "generate_avgPerf_t5lora.py")
-generate_bwt_t5_main = _main(generate_bwt_t5, "generate_bwt_t5lora.py")
-generate_avgperf_llama_main = _main(generate_avgperf_llama, "generate_avgPerf_llama.py")
-generate_bwt_llama_main = _main(generate_bwt_llama, "generate_bwt_llama.py")
-eval_avgperf_main = _main(eval_avgperf, "eval_avgPerf.py")
-eval_bwt_main = _main(eval_bwt, "eval_bwt.py")
-pipeline_main = _main(run_order, "run_pipeline.py", TRAINING_FLAGS)
-
-
-def demo_main(argv=None):
-    from .demo import demo
-
-    return run(demo, argv, name="demo.py")
+if __name__ == "__main__":
+    print(flags_markdown(COMMANDS, {"rkif": RKIF, "olora": OLORA}), end="")

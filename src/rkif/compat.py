@@ -11,12 +11,18 @@ tests a version or probes for a feature. docs/stacks.md says what differs and wh
 """
 
 import contextlib
+import importlib.metadata
 import os
 
 import numpy as np
+import peft
+import torch
+import torch.utils.checkpoint as checkpointing
 import transformers
+import transformers.trainer_utils
 
 from .errors import InputError
+from .settings import TrainingSettings
 
 TRANSFORMERS_VERSION = transformers.__version__
 _MAJOR = int(TRANSFORMERS_VERSION.split(".")[0])
@@ -48,8 +54,6 @@ RENAMED_ARGUMENTS = {"evaluation_strategy": "eval_strategy", "no_cuda": "use_cpu
 def training_arguments(**kwargs):
     """transformers.TrainingArguments from the 4.28.1 field names, renamed on 5.x (RENAMED_ARGUMENTS)."""
     if CURRENT:
-        import torch
-
         for old, new in RENAMED_ARGUMENTS.items():
             if old in kwargs:
                 kwargs[new] = kwargs.pop(old)
@@ -57,7 +61,7 @@ def training_arguments(**kwargs):
         # does so only when told to use the CPU
         kwargs["use_cpu"] = bool(kwargs.get("use_cpu")) or not torch.cuda.is_available()
         kwargs["activation_checkpointing"] = bool(kwargs.get("activation_checkpointing"))
-        kwargs["train_sampling_strategy"] = "group_by_length" if kwargs.pop("group_by_length", False) else "random"
+        kwargs["train_sampling_strategy"] = "group_by_length" if kwargs.pop("group_by_length", TrainingSettings.group_by_length) else "random"
         # the released loss: each micro-batch's mean over its own label tokens (divided_for_accumulation)
         kwargs["average_tokens_across_devices"] = False
     return transformers.TrainingArguments(**kwargs)
@@ -151,10 +155,9 @@ def rotate_checkpoints(trainer, parent, output_dir, use_mtime):
     """The stock rotation (newest and best kept, oldest removed down to save_total_limit); ``parent`` is
     super() of the caller, whose _rotate_checkpoints 4.28.1 provides."""
     if CURRENT:
-        from transformers.trainer_utils import rotate_checkpoints as stock
-
-        stock(output_dir=output_dir, save_total_limit=trainer.args.save_total_limit,
-              best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=use_mtime)
+        transformers.trainer_utils.rotate_checkpoints(
+            output_dir=output_dir, save_total_limit=trainer.args.save_total_limit,
+            best_model_checkpoint=trainer.state.best_model_checkpoint, use_mtime=use_mtime)
     else:
         parent._rotate_checkpoints(use_mtime=use_mtime, output_dir=output_dir)
 
@@ -162,8 +165,6 @@ def rotate_checkpoints(trainer, parent, output_dir, use_mtime):
 def restore_cuda_rng(state, distributed):
     """The CUDA RNG state of a checkpoint's rng_state file. 4.28.1 saved one device's state under DDP and
     every device's otherwise; 5.x the other way round."""
-    import torch
-
     if distributed != CURRENT:
         torch.cuda.random.set_rng_state(state)
     else:
@@ -188,8 +189,6 @@ def model_load_kwargs(dtype=None, skip_init=False):
     low_cpu_mem_usage (skip weight initialisation, so the torch RNG is left to the LoRA initialisation;
     5.x always loads without initialising, and reads the dtype from ``dtype``, no longer torch_dtype)."""
     if CURRENT:
-        import torch
-
         return {"dtype": dtype or torch.float32}
     kwargs = {"torch_dtype": dtype} if dtype is not None else {}
     if skip_init:
@@ -254,12 +253,9 @@ def causal_pad_id(tokenizer, released_pad_id):
 
 def prepare_8bit(model):
     if CURRENT:
-        from peft import prepare_model_for_kbit_training
+        return peft.prepare_model_for_kbit_training(model)
 
-        return prepare_model_for_kbit_training(model)
-    from peft import prepare_model_for_int8_training
-
-    return prepare_model_for_int8_training(model)
+    return peft.prepare_model_for_int8_training(model)  # gone from peft 0.2x
 
 
 def non_reentrant_checkpointing():
@@ -274,7 +270,6 @@ def non_reentrant_checkpointing():
     the same gradients; it also needs no inputs that require grad)."""
     if CURRENT:
         return
-    import torch.utils.checkpoint as checkpointing
 
     if getattr(checkpointing.checkpoint, "rkif_non_reentrant", False):
         return
@@ -292,9 +287,6 @@ def check_8bit_with_peft():
     0.2x (current) has no such limit."""
     if CURRENT:
         return
-    import importlib.metadata
-
-    import torch
 
     major, minor = torch.cuda.get_device_capability()
     if major >= 9:
@@ -312,8 +304,6 @@ def check_8bit_with_peft():
 
 
 def load_8bit_kwargs(local_rank):
-    import torch
-
     if CURRENT:
         return {"quantization_config": transformers.BitsAndBytesConfig(load_in_8bit=True), "dtype": torch.float16,
                 "device_map": {"": local_rank}}

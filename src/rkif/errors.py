@@ -1,3 +1,8 @@
+import errno
+import os
+import resource
+import shutil
+
 class InputError(ValueError):
     """Bad user input (flag, file, record). Scripts print the message and exit non-zero."""
 
@@ -14,16 +19,10 @@ def write_failure(exc, folder):
     it is the newest one in ``folder`` (the one being written); the cause of a RuntimeError is "no
     space left on device" when the disk is full, "file too large" under a file-size limit.
     """
-    import errno
-    import os
-    import shutil
-
     if isinstance(exc, OSError):
         cause = os.strerror(exc.errno).lower() if exc.errno else str(exc)
     elif isinstance(exc, RuntimeError) and any(
             s in str(exc) for s in ("inline_container", "PytorchStreamWriter", "file write failed")):
-        import resource
-
         try:
             full = shutil.disk_usage(folder).free < 1 << 20
         except OSError:

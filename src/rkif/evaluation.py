@@ -8,18 +8,21 @@ Kinds of prediction folder, beside the run folder `{model}lora_{method}_dataset_
 Backbones supply only `make_predictor(adapter_dir) -> predict(records) -> [str]`.
 """
 
+import gc
 import json
 import os
 import sys
 
+import torch
+
 from .adapters import adapter_exists
-from .run_folders import DEFAULT_RECIPE, DEFAULT_SEED, adapter_dir, prediction_dir
 from .data import check_task_records, load_records, task_file
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
 from .generation import PARTIAL, write_predictions
 from .metrics import backward_transfer, matrix_metrics, missed_by_released_rule, overall_performance, score
 from .predictions import RELEASED, check_complete, check_released_order, read_predictions
+from .run_folders import DEFAULT_RECIPE, DEFAULT_SEED, adapter_dir, prediction_dir
 
 KINDS = ("avgPerf", "bwt", "matrix")
 
@@ -95,10 +98,6 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
 def free_accelerator_memory():
     """Collect unreachable models now and hand their GPU memory back, so that two 7B models are never
     resident at once."""
-    import gc
-
-    import torch
-
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()

@@ -9,9 +9,8 @@ rkif.evaluation; the backbone (rkif.backbones) supplies the predictor.
 
 from .backbones import LENGTH_FLAGS
 from .evaluation import run_generation
-from .methods import get_method
+from .methods import METHOD_NAMES, check_kind
 from .models import check_base_model
-from .errors import InputError
 from .recipes import check_recipe, recipe_values
 from .settings import BWTSettings, GenerationSettings, RunSettings, command
 from .tasks import resolve_order
@@ -24,20 +23,14 @@ def generation_command(backbone, kind):
         groups.append(BWTSettings)
 
     def body(values):
-        return generate(backbone, "matrix" if values.pop("matrix", False) else kind, values)
+        return generate(backbone, "matrix" if values.pop("matrix", BWTSettings.matrix) else kind, values)
 
     what = ("the adapter after the last task on every task's test split" if kind == "avgPerf" else
             "the adapter saved after task i on task i's test split (--matrix: after every task t on every i <= t)")
     return command(body, groups, name=f"generate_{kind}", defaults=backbone.generation_defaults,
+                   choices={"method_name": METHOD_NAMES},
                    drop=tuple(LENGTH_FLAGS - {backbone.length_flag}),
                    doc=f"{backbone.title} predictions of {what}.")
-
-
-def check_kind(method_name, kind):
-    """An unknown method, or BWT / the matrix of a method trained once on all tasks, is refused."""
-    if not get_method(method_name).sequential and kind != "avgPerf":
-        raise InputError(f"--method_name {method_name}: trained once on all tasks, it has no adapter after each "
-                         f"task, so {kind} (BWT, forgetting) is not defined; use the avgPerf (OP) scripts")
 
 
 def training_cutoff(backbone, value, recipe):

@@ -10,6 +10,8 @@ The byte counts below are an upper estimate from the model's config (no allocato
 budget keeps 15% of the free memory back for that).
 """
 
+import torch
+
 from .errors import InputError
 
 HEADROOM = 0.85  # share of the free GPU memory after loading that batches may take
@@ -55,7 +57,6 @@ def memory_budget(memory_gb, device):
         return int(memory_gb * 2 ** 30)
     if not str(device).startswith("cuda"):
         return None
-    import torch
 
     free, _ = torch.cuda.mem_get_info()
     return int(free * HEADROOM)

@@ -18,8 +18,9 @@ from .data import read_json
 from .errors import InputError
 from .evaluation import generation_jobs, prediction_dir, prediction_file
 from .folder_lock import lock_holder
-from .methods import METHODS, get_method
+from .methods import get_method, prediction_kinds
 from .recipes import recipe_values
+from .settings import MemorySettings, TrainingSettings
 from .tasks import is_custom, read_description, resolve_order
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -120,16 +121,14 @@ def absolute_order(dataset_id):
 
 
 def kinds_of(seq, flags):
-    if not METHODS[seq.method].sequential:
-        return ("avgPerf",)
-    return ("matrix",) if flags.get("matrix") else ("avgPerf", "bwt")
+    return prediction_kinds(get_method(seq.method), flags.get("matrix"))
 
 
 def progress(seq, setup):
     """What is done of a sequence: tasks with an adapter, complete prediction files, scored kinds,
     the lock holder (running), the last exit status, and one word for all of it."""
     out, base, recipe = setup["output_path"], setup["base_model"], setup["recipe"]
-    trained = [t for t in range(len(seq.tasks)) if METHODS[seq.method].sequential or t == len(seq.tasks) - 1]
+    trained = get_method(seq.method).trained_task_ids(len(seq.tasks))
     done_tasks = sum(adapter_exists(adapter_dir(out, base, seq.method, seq.order_name, t, seq.tasks[t], seq.seed,
                                                 recipe)) for t in trained)
     predictions = total = scored = 0
@@ -233,10 +232,10 @@ def sequence_hours(seq, setup, data_dir, seconds_per_step, seconds_per_example, 
     """Estimated GPU-hours of one sequence: its optimizer steps x seconds per step, plus generation.
 
     Steps per task: ceil(examples / effective batch) x epochs (max_steps when given), with the
-    recipe's values unless a flag overrides them; Replay adds its memory to the task's examples;
-    MTL trains once on the union. counts caches {(split, task): examples}."""
+    recipe's values unless a flag overrides them; the method says which tasks it trains and on how many
+    examples (Replay adds its memory, MTL trains once on the union). counts caches {(split, task): examples}."""
     flags, backbone = setup["flags"], setup["backbone"]
-    method = METHODS[seq.method]
+    method = get_method(seq.method)
 
     def n(split, task):
         if (split, task) not in counts:
@@ -244,16 +243,12 @@ def sequence_hours(seq, setup, data_dir, seconds_per_step, seconds_per_example, 
         return counts[(split, task)]
 
     steps = 0
-    for t, task in enumerate(seq.tasks):
-        if not method.sequential and t < len(seq.tasks) - 1:
-            continue
-        values = {**recipe_values(setup["recipe"], backbone, seq.tasks, t, seq.method),
+    for t in method.trained_task_ids(len(seq.tasks)):
+        values = {**recipe_values(setup["recipe"], backbone, seq.tasks, t, method),
                   **{k: v for k, v in flags.items() if v is not None}}
-        examples = n("train", task) if method.sequential else sum(n("train", x) for x in seq.tasks)
-        if method.memory == "mixed":
-            ratio = float(values.get("memory_data_ratio", 2))
-            examples += sum(math.floor(n("train", x) * ratio / 100) for x in seq.tasks[:t])
-        max_steps = int(values.get("max_steps", -1))
+        examples = method.training_examples(t, seq.tasks, lambda task: n("train", task),
+                                            float(values.get("memory_data_ratio", MemorySettings.memory_data_ratio)))
+        max_steps = int(values.get("max_steps", TrainingSettings.max_steps))
         steps += max_steps if max_steps > 0 else (math.ceil(examples / int(values["batch_size"]))
                                                   * float(values["num_epochs"]))
     rate = seconds_per_step.get(seq.method, seconds_per_step.get("*"))

@@ -7,6 +7,9 @@ module text. Here a name must match whole trailing components of Linear layers.
 
 import re
 
+import torch
+from peft import LoraConfig, get_peft_model
+
 from .errors import InputError
 
 
@@ -23,8 +26,6 @@ def resolve_target_modules(model, names, flag="lora_target_modules"):
     The names are returned as they are when peft's suffix matching selects the same modules (the
     released configs keep their ``["q", "v"]``); otherwise a regular expression of whole names.
     """
-    import torch
-
     modules = dict(model.named_modules())
     linear = {n for n, m in modules.items() if isinstance(m, torch.nn.Linear)}
     candidates = sorted({n.rsplit(".", 1)[-1] for n in linear})
@@ -47,8 +48,6 @@ def resolve_target_modules(model, names, flag="lora_target_modules"):
 
 
 def new_lora_model(model, *, r, alpha, dropout, target_modules, task_type):
-    from peft import LoraConfig, get_peft_model
-
     # a pattern saved by an earlier task was resolved then; names are resolved now
     if not isinstance(target_modules, str):
         target_modules = resolve_target_modules(model, target_modules)

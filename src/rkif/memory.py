@@ -34,7 +34,7 @@ def sample_task_memory(records, n, rng, uniform=False):
     return [records[i] for i in picked]
 
 
-def build_memory_buffer(train_sets, ratio, seed=42, free_text=None):
+def build_memory_buffer(train_sets, ratio, seed, free_text=None):
     """Concatenated memories of the earlier tasks; one RNG seeded once before the loop over tasks.
     free_text: per task, True to sample it uniformly (tasks scored by ROUGE-L). Ratio 0: no memory."""
     if ratio <= 0:
@@ -47,12 +47,12 @@ def build_memory_buffer(train_sets, ratio, seed=42, free_text=None):
     return buffer
 
 
-def validation_subset(records, per_task=25, seed=42):
+def validation_subset(records, per_task, seed):
     """The first min(per_task, n) records after ``Dataset.shuffle(seed=seed)``."""
     return [records[i] for i in seeded_permutation(len(records), seed)[:per_task]]
 
 
-def validation_set(dev_sets, per_task=25, seed=42):
+def validation_set(dev_sets, per_task, seed):
     """Every task's validation_subset, concatenated, then shuffled again with the same seed."""
     joined = [r for records in dev_sets for r in validation_subset(records, per_task, seed)]
     return [joined[i] for i in seeded_permutation(len(joined), seed)]

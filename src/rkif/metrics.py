@@ -80,6 +80,11 @@ def matrix_metrics(R):
     return out
 
 
+def shown(value, digits=4):
+    """value with digits decimals, a rounding error around zero (BWT -1.9e-17) shown as 0, not -0."""
+    return f"{round(value, digits) + 0.0:.{digits}f}"
+
+
 def write_report(prefix, rows, summary):
     """{prefix}.json (rows and summary) and {prefix}.csv (one row per task, then the summary), each
     written to a temporary file and renamed: a reader never sees half a file."""

@@ -3,6 +3,8 @@ resolver of training precision for both backbones (generation's is rkif.numerics
 
 import os
 
+import torch
+
 from .compat import check_gguf, is_gguf
 from .errors import InputError
 
@@ -47,8 +49,6 @@ def load_pretrained(load, base_model, flag="base_model", **kwargs):
 def training_precision(precision, backbone="llama"):
     """(fp16, bf16) Trainer flags. auto (LLaMA): fp32 on CPU; bf16 on a GPU that has it, else fp16.
     T5 takes fp32 (the released recipe) or bf16: its activations overflow float16."""
-    import torch
-
     if backbone == "t5" and precision in ("fp16", "auto"):
         raise InputError(f"--precision {precision}: T5 overflows in float16 (its activations exceed the fp16 "
                          "range); use fp32 (default) or, on a GPU with bfloat16, bf16")
@@ -68,7 +68,5 @@ def training_precision(precision, backbone="llama"):
 
 
 def check_tf32(tf32):
-    import torch
-
     if tf32 and not (torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 8):
         raise InputError("--tf32 needs an NVIDIA GPU of the Ampere generation or newer (compute capability 8+)")

@@ -19,6 +19,9 @@ the update is kept exactly; bf16 and fp16 are explicit choices that halve the me
 
 from dataclasses import dataclass
 
+import torch
+from peft import PeftModel
+
 from .errors import InputError
 
 GENERATION_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "bf16_merged", "released")
@@ -36,8 +39,6 @@ def generation_numerics(precision, device, backbone):
     if precision not in GENERATION_PRECISIONS:
         raise InputError(f"--precision must be one of {GENERATION_PRECISIONS}, got {precision!r}")
     if precision in ("bf16", "bf16_merged") and device.startswith("cuda"):
-        import torch
-
         if not torch.cuda.is_bf16_supported():
             raise InputError(f"--precision {precision}: this GPU has no bfloat16 support; use fp32 (auto)"
                              + (" or fp16" if backbone == "llama" else ""))
@@ -60,8 +61,6 @@ def assemble(base, adapter_dir, numerics):
     """The generation model: base (loaded in numerics.dtype) with the adapter, merged or with its
     LoRA branch in fp32, then halved where the numerics say so. adapter_dir None: the base alone (a
     zero-shot row)."""
-    from peft import PeftModel
-
     if adapter_dir is None:
         return base.half() if numerics.half_after else base
     model = PeftModel.from_pretrained(base, adapter_dir)

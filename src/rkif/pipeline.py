@@ -10,74 +10,42 @@ import inspect
 import os
 import sys
 
+import torch
+
 from .adapters import adapter_exists
-from .backbones import BACKBONES, get_backbone
+from .backbones import get_backbone
 from .data import read_json
 from .errors import InputError
-from .folder_lock import hold_folder
 from .evaluation import free_accelerator_memory
+from .folder_lock import hold_folder
 from .generate import generate
-from .methods import METHOD_NAMES, METHODS
-from .metrics import write_report
+from .generation_memory import memory_budget
+from .methods import METHOD_NAMES, METHODS, get_method, prediction_kinds
+from .metrics import shown, write_report
+from .numerics import generation_numerics
 from .plots import plot_matrices
 from .recipes import DEFAULT_RECIPE, check_recipe
 from .run_folders import adapter_dir, order_summary_name, prediction_dir, run_dir
 from .scoring import evaluate, matrix_title
 from .settings import BWTSettings, GenerationSettings, PipelineSettings, RunSettings, command, default
 from .tasks import resolve_order
-from .training import training_command
-
-
-TRAIN = {name: training_command(backbone) for name, backbone in BACKBONES.items()}  # the training scripts
+from .training import TRAIN
 
 
 def run_pipeline(values):
     """values: every flag of run_order; the others (training flags) go to every task."""
-    train_flags = {k: v for k, v in values.items() if k not in PIPELINE_FLAGS}
-    base_model, dataset_id, methods, backbone = (values[k] for k in ("base_model", "dataset_id", "methods",
-                                                                    "backbone"))
-    data_dir, output_path, matrix, gen_batch_size = (values[k] for k in ("data_dir", "output_path", "matrix",
-                                                                        "gen_batch_size"))
-    max_length, max_new_tokens, precision, cache_dir = (values[k] for k in ("max_length", "max_new_tokens",
-                                                                           "precision", "cache_dir"))
-    no_resume, truncate_inputs, seed, recipe = (values[k] for k in ("no_resume", "truncate_inputs", "seed",
-                                                                   "recipe"))
-    train_only = values["train_only"]
-    if train_only and precision is not None:  # the training precision (the grid scripts' --precision)
-        train_flags["precision"] = precision
-    precision = default(GenerationSettings, "precision") if precision is None else precision
-    for flag in ("method_name", "task_id", "resume_from_checkpoint"):
-        if flag in train_flags:
-            raise InputError(f"--{flag}: the pipeline sets it for every task (methods: --methods; an unfinished "
-                             "task resumes by itself unless --no_resume)")
-    methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
-    for m in methods:
-        if m not in METHODS:
-            raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
-    backbone = get_backbone(backbone)
-    if not train_only:  # refused now, not after hours of training
-        import torch
-
-        from .generation_memory import memory_budget
-        from .numerics import generation_numerics
-
-        generation_numerics(precision, "cuda" if torch.cuda.is_available() else "cpu", backbone.name)
-        if values["generation_memory_gb"] < 0:
-            memory_budget(values["generation_memory_gb"], "cpu")
-    train = TRAIN[backbone.name]
-    unknown = set(train_flags) - set(inspect.signature(train).parameters)
-    if unknown:
-        raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone.name} "
-                         "training script's")
-    recipe_name = recipe or DEFAULT_RECIPE
+    train_flags, methods, backbone, precision = checked_flags(values)
+    base_model, output_path, seed = values["base_model"], values["output_path"], values["seed"]
+    recipe_name = values["recipe"] or DEFAULT_RECIPE
     check_recipe(recipe_name)
-    order_name, tasks = resolve_order(dataset_id)
-    common = dict(base_model=base_model, dataset_id=dataset_id, data_dir=data_dir, output_path=output_path)
+    order_name, tasks = resolve_order(values["dataset_id"])
+    common = dict(base_model=base_model, dataset_id=values["dataset_id"], data_dir=values["data_dir"],
+                  output_path=output_path)
     named = dict(seed=seed, recipe=recipe_name)  # the run folders' suffixes
     # what training used and generation must too: the cutoff (for truncate_inputs and the count of longer
     # test inputs; None: the recipe's, resolved by the generator) and the LLaMA prompt template
-    generation = dict(precision=precision, cache_dir=cache_dir, truncate_inputs=truncate_inputs,
-                      max_length=max_length, max_new_tokens=max_new_tokens,
+    generation = dict(precision=precision, cache_dir=values["cache_dir"], truncate_inputs=values["truncate_inputs"],
+                      max_length=values["max_length"], max_new_tokens=values["max_new_tokens"],
                       generation_memory_gb=values["generation_memory_gb"],
                       **{flag: train_flags.get(flag, default(backbone.settings, flag))
                          for flag in backbone.generation_flags},
@@ -86,37 +54,81 @@ def run_pipeline(values):
     for method in methods:
         # one process per sequence (method x order x seed): a second one stops here, naming the holder
         with hold_folder(run_dir(output_path, base_model, method, order_name, seed, recipe_name), "run folder"):
-            sequential = METHODS[method].sequential
-            for t, task in enumerate(tasks):
-                if not sequential and t < len(tasks) - 1:
-                    continue  # trained once, on all tasks, at the last task id
-                folder = adapter_dir(output_path, base_model, method, order_name, t, task, seed, recipe_name)
-                if adapter_exists(folder):
-                    print(f"skip: order {order_name} task {t}-{task} of {method} (adapter exists at {folder})")
-                    continue
-                print(f"train: order {order_name} task {t}-{task} of {method}", flush=True)
-                train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **named,
-                      resume_from_checkpoint=None if no_resume else "auto", **train_flags)
-                free_accelerator_memory()  # the next task loads its own model in this process
-            if train_only:
-                continue
-            kinds = ("matrix",) if matrix else ("avgPerf", "bwt")
-            for kind in kinds if sequential else ("avgPerf",):
-                generate(backbone, kind, dict(generation, method_name=method, batch_size=gen_batch_size))
-            if not sequential:  # OP only: BWT and forgetting are not defined without an adapter per task
-                result = {**evaluate("avgPerf", method_name=method, **named, **common), "BWT": None}
-                if matrix:
-                    result["forgetting"] = None
-            elif matrix:
-                result = evaluate("matrix", method_name=method, **named, **common)
-            else:
-                result = {**evaluate("avgPerf", method_name=method, **named, **common),
-                          **evaluate("bwt", method_name=method, **named, **common)}
-            summary[method] = result
-
-    if train_only:
+            train_sequence(TRAIN[backbone.name], method, order_name, tasks, common, named, train_flags,
+                           cache_dir=values["cache_dir"], resume=not values["no_resume"])
+            if not values["train_only"]:
+                summary[method] = predict_and_score(backbone, method, generation, values["matrix"],
+                                                    values["gen_batch_size"], common, named)
+    if values["train_only"]:
         print(f"done: every task of order {order_name} has its adapter under {output_path}")
         return summary
+    write_order_summary(summary, order_name, tasks, common, named, values["matrix"])
+    return summary
+
+
+def checked_flags(values):
+    """(the training flags, the methods, the backbone, generation's precision), refused now if bad rather than
+    after hours of training."""
+    train_flags = {k: v for k, v in values.items() if k not in PIPELINE_FLAGS}
+    precision = values["precision"]
+    if values["train_only"] and precision is not None:  # the training precision (the grid scripts' --precision)
+        train_flags["precision"] = precision
+    precision = default(GenerationSettings, "precision") if precision is None else precision
+    for flag in ("method_name", "task_id", "resume_from_checkpoint"):
+        if flag in train_flags:
+            raise InputError(f"--{flag}: the pipeline sets it for every task (methods: --methods; an unfinished "
+                             "task resumes by itself unless --no_resume)")
+    methods = values["methods"]
+    methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
+    for m in methods:
+        if m not in METHODS:
+            raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
+    backbone = get_backbone(values["backbone"])
+    if not values["train_only"]:
+        generation_numerics(precision, "cuda" if torch.cuda.is_available() else "cpu", backbone.name)
+        if values["generation_memory_gb"] < 0:
+            memory_budget(values["generation_memory_gb"], "cpu")
+    unknown = set(train_flags) - set(inspect.signature(TRAIN[backbone.name]).parameters)
+    if unknown:
+        raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone.name} "
+                         "training script's")
+    return train_flags, methods, backbone, precision
+
+
+def train_sequence(train, method, order_name, tasks, common, named, train_flags, cache_dir, resume):
+    """Every task the method trains, in order; a task with its adapter is skipped, an unfinished one resumes."""
+    for t in get_method(method).trained_task_ids(len(tasks)):
+        folder = adapter_dir(common["output_path"], common["base_model"], method, order_name, t, tasks[t],
+                             named["seed"], named["recipe"])
+        if adapter_exists(folder):
+            print(f"skip: order {order_name} task {t}-{tasks[t]} of {method} (adapter exists at {folder})")
+            continue
+        print(f"train: order {order_name} task {t}-{tasks[t]} of {method}", flush=True)
+        train(method_name=method, task_id=t, cache_dir=cache_dir, **common, **named,
+              resume_from_checkpoint="auto" if resume else None, **train_flags)
+        free_accelerator_memory()  # the next task loads its own model in this process
+
+
+def predict_and_score(backbone, method, generation, matrix, gen_batch_size, common, named):
+    """The method's prediction files, then its scores: OP and BWT, or the matrix."""
+    kinds = prediction_kinds(get_method(method), matrix)
+    for kind in kinds:
+        generate(backbone, kind, dict(generation, method_name=method, batch_size=gen_batch_size))
+    if kinds == ("matrix",):
+        return evaluate("matrix", method_name=method, **named, **common)
+    # without an adapter per task (MTL) BWT and forgetting are not defined
+    result = {**evaluate("avgPerf", method_name=method, **named, **common),
+              **(evaluate("bwt", method_name=method, **named, **common) if "bwt" in kinds else {"BWT": None})}
+    if matrix:
+        result["forgetting"] = None
+    return result
+
+
+def write_order_summary(summary, order_name, tasks, common, named, matrix):
+    """The methods side by side: summary_{order}.json/.csv (merged with other methods' earlier rows), the
+    heatmaps with --matrix, and the table printed."""
+    output_path, base_model, seed, recipe_name = (common["output_path"], common["base_model"], named["seed"],
+                                                  named["recipe"])
     rows = [{"method": m, **{k: v for k, v in r.items() if k != "R"}} for m, r in summary.items()]
     name = order_summary_name(order_name, seed, recipe_name)
     prefix = os.path.join(output_path, f"summary_{name}")
@@ -136,9 +148,8 @@ def run_pipeline(values):
     keys = [k for k in ("OP", "BWT", "forgetting") if k in rows[0]]
     print(f"{'method':10s}" + "".join(f"{k:>12s}" for k in keys))
     for r in rows:
-        print(f"{r['method']:10s}" + "".join(f"{'':>12s}" if r.get(k) is None else f"{r[k]:12.4f}" for k in keys))
+        print(f"{r['method']:10s}" + "".join(f"{'' if r.get(k) is None else shown(r[k]):>12s}" for k in keys))
     print(f"written: {prefix}.json, {prefix}.csv")
-    return summary
 
 
 def merge_summary(prefix, rows, meta, heatmap=None, panel_of=None, tasks=()):
@@ -175,9 +186,8 @@ run_order = command(
      (RunSettings, ["base_model", "dataset_id", "data_dir", "output_path", "cache_dir", "seed", "recipe"]),
      (GenerationSettings, ["precision", "truncate_inputs", "max_length", "max_new_tokens",
                           "generation_memory_gb"])),
-    name="run_order", more_flags=True, defaults={"precision": None},
+    name="run_order", more_flags=True, defaults={"precision": None}, choices={"methods": METHOD_NAMES},
     doc="Train every task of an order for each method, generate, score, and summarise the methods side by side. "
         "precision (None: generation's default; with --train_only: the training precision) and truncate_inputs "
         "apply to generation; any other flag goes to the training script.")
 PIPELINE_FLAGS = tuple(p for p in inspect.signature(run_order).parameters if p != "flags")
-TRAINING_FLAGS = tuple(dict.fromkeys(p for fn in TRAIN.values() for p in inspect.signature(fn).parameters))

@@ -7,6 +7,7 @@ numpy types that the numpy RNG state in the Trainer's rng_state.pth pickles thro
 else. Everything this project and the Trainer write is of that kind.
 """
 
+import os
 import pickle
 import re
 
@@ -14,7 +15,6 @@ import torch
 
 from .compat import NUMPY_RNG_GLOBALS
 from .errors import InputError
-
 
 
 class NotPlainDataError(InputError):
@@ -42,8 +42,6 @@ def load_plain(path, map_location="cpu"):
 def check_plain(paths):
     """Load each existing file of ``paths`` as plain data (and drop it): refuse a crafted file before any
     work starts, rather than halfway through."""
-    import os
-
     for path in paths:
         if os.path.isfile(path):
             load_plain(path)

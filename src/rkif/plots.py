@@ -1,5 +1,7 @@
 """Accuracy matrices as heatmaps."""
 
+import numpy as np
+
 
 def plot_matrices(panels, tasks, path):
     """Heatmaps of R[t][i] (row: after training task t, column: evaluated on task i), one panel per
@@ -8,7 +10,6 @@ def plot_matrices(panels, tasks, path):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    import numpy as np
 
     T = len(tasks)
     fig, axes = plt.subplots(1, len(panels), figsize=(len(panels) * (1.6 + 0.7 * T), 1.4 + 0.6 * T), squeeze=False)

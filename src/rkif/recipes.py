@@ -16,7 +16,8 @@ dropout 0.1 (run_uie_lora.py), no evaluation, the final model kept. Its penalty 
   lamda_1 goes by position (it grows with the number of frozen branches it weighs against) and
   lamda_2 by task name (it varies from task to task without a pattern in position), for every order
   of the 15 Long tasks. On order 3 both rules give exactly the released values.
-- IncLoRA: the same recipe with both weights 0. Custom orders follow the Standard rule.
+- IncLoRA: the same recipe with both weights 0 (rkif.methods.olora.IncLoRA.recipe_values). Custom orders
+  follow the Standard rule.
 """
 
 from .errors import InputError
@@ -61,7 +62,7 @@ def benchmark_of(tasks):
     return "long" if frozenset(tasks) == LONG_TASKS and len(tasks) == len(LONG_TASKS) else "standard"
 
 
-def olora_task_values(tasks, task_id, method_name):
+def olora_task_values(tasks, task_id):
     """(lambda_orth, lambda_l2, num_epochs) of one task under the O-LoRA recipe."""
     task = tasks[task_id]
     if benchmark_of(tasks) == "long":
@@ -69,33 +70,29 @@ def olora_task_values(tasks, task_id, method_name):
         lambda_l2, num_epochs = OLORA_LONG_LAMBDA_L2.get(task, 0.0), OLORA_LONG_EPOCHS.get(task, 1)
     else:
         lambda_orth, lambda_l2, num_epochs = 0.5, 0.0, 1
-    if method_name == "IncLoRA":
-        lambda_orth = lambda_l2 = 0.0
     return lambda_orth, lambda_l2, num_epochs
 
 
-def recipe_values(recipe, backbone, tasks=None, task_id=None, method_name=None):
-    """{flag: value} the recipe sets for one task (tasks and task_id: the per-task O-LoRA weights)."""
+def recipe_values(recipe, backbone, tasks=None, task_id=None, method=None):
+    """{flag: value} the recipe sets for one task (tasks and task_id: the per-task O-LoRA weights), as the
+    method (a rkif.methods.Method, or None) takes them (IncLoRA: no penalty weights under olora)."""
     check_recipe(recipe)
     if tasks is not None:
         check_task_id(task_id, tasks)
-    if recipe == "rkif":
-        return dict(RKIF[backbone])
-    values = dict(OLORA[backbone])
-    if tasks is not None:
-        values["lambda_orth"], values["lambda_l2"], values["num_epochs"] = olora_task_values(tasks, task_id,
-                                                                                              method_name)
-    return values
+    values = dict((RKIF if recipe == "rkif" else OLORA)[backbone])
+    if recipe == "olora" and tasks is not None:
+        values["lambda_orth"], values["lambda_l2"], values["num_epochs"] = olora_task_values(tasks, task_id)
+    return method.recipe_values(recipe, values) if method is not None else values
 
 
-def apply_recipe(settings, backbone, tasks=None):
+def apply_recipe(settings, backbone, tasks=None, method=None):
     """settings with every flag left at None filled from settings["recipe"]; returns (settings, record).
 
     record, for run_info.json: the recipe's name, the benchmark rule it used, the values it set
     (under the flags' names) and the flags given explicitly that overrode it.
     """
     recipe = settings.get("recipe") or DEFAULT_RECIPE
-    values = recipe_values(recipe, backbone, tasks, settings.get("task_id"), settings.get("method_name"))
+    values = recipe_values(recipe, backbone, tasks, settings.get("task_id"), method)
     resolved, set_by_recipe, overridden = dict(settings), {}, {}
     for flag, value in values.items():
         if settings.get(flag) is None:

@@ -12,6 +12,7 @@ import os
 import re
 import sys
 
+from .recipes import RECIPE_NAMES
 from .settings import RunSettings
 
 DEFAULT_SEED = RunSettings.seed
@@ -66,8 +67,6 @@ def order_summary_name(order_name, seed=DEFAULT_SEED, recipe=DEFAULT_RECIPE):
 def shell_defaults(environ):
     """Lines for the shell grids (scripts/common.sh): each of its variables that is unset gets the declared
     default; SEED and RECIPE are checked."""
-    from .recipes import RECIPE_NAMES
-
     declared = {"DATA_DIR": RunSettings.data_dir, "OUTPUT_PATH": RunSettings.output_path,
                 "METHOD": RunSettings.method_name, "SEED": RunSettings.seed, "RECIPE": RunSettings.recipe}
     seed, recipe = environ.get("SEED") or str(DEFAULT_SEED), environ.get("RECIPE") or DEFAULT_RECIPE

@@ -1,21 +1,21 @@
 """run_info.json: what a task was trained with, on what, by which code (the provenance of an adapter)."""
 
+import importlib.metadata
 import json
 import os
 import platform
 import subprocess
 import time
 
+import torch
+
 
 def library_versions():
-    import accelerate
-    import datasets
-    import peft
-    import torch
-    import transformers
-
-    return {"python": platform.python_version(), "torch": torch.__version__, "transformers": transformers.__version__,
-            "peft": peft.__version__, "datasets": datasets.__version__, "accelerate": accelerate.__version__}
+    """The installed versions, read from the packages' metadata (importing datasets and accelerate to read
+    their __version__ costs a second)."""
+    return {"python": platform.python_version(),
+            **{name: importlib.metadata.version(name) for name in ("torch", "transformers", "peft", "datasets",
+                                                                  "accelerate")}}
 
 
 def git_commit():
@@ -32,8 +32,6 @@ def git_commit():
 
 
 def device_name():
-    import torch
-
     if torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     return "cpu"

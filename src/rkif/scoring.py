@@ -8,8 +8,8 @@ import os
 
 from .errors import InputError
 from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, read_generation_info
-from .generate import check_kind
-from .metrics import write_report
+from .methods import METHOD_NAMES, check_kind
+from .metrics import shown, write_report
 from .plots import plot_matrices
 from .settings import BWTSettings, RunSettings, ScoringSettings, command
 from .tasks import resolve_order, task_metrics
@@ -33,9 +33,9 @@ def scoring_command(kind):
             values["avgperf_dir"] = os.path.join(output_path, values["test_data_name2"])
         for flag in ("test_data_name", "test_data_name2"):
             values.pop(flag, None)
-        return evaluate("matrix" if values.pop("matrix", False) else kind, **values)
+        return evaluate("matrix" if values.pop("matrix", BWTSettings.matrix) else kind, **values)
 
-    return command(body, groups, name=f"eval_{kind}", doc=doc)
+    return command(body, groups, name=f"eval_{kind}", doc=doc, choices={"method_name": METHOD_NAMES})
 
 
 def evaluate(kind, *, base_model, dataset_id, method_name, data_dir, output_path, pred_dir=None,
@@ -90,5 +90,6 @@ def _table(rows, summary, title):
 
 
 def matrix_title(name, summary):
-    extra = f"  BWT {summary['BWT']:.3f}  forgetting {summary['forgetting']:.3f}" if "BWT" in summary else ""
-    return f"{name}\nOP {summary['OP']:.3f}{extra}"
+    extra = (f"  BWT {shown(summary['BWT'], 3)}  forgetting {shown(summary['forgetting'], 3)}"
+             if "BWT" in summary else "")
+    return f"{name}\nOP {shown(summary['OP'], 3)}{extra}"

@@ -1,5 +1,14 @@
 """T5 (seq2seq) features: the instruction is already inside ``input``; the label is ``output``."""
 
+import torch
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
+
+from .compat import model_load_kwargs
+from .generation_memory import add_memory_budget
+from .models import load_pretrained
+from .numerics import assemble, generation_numerics
+from .settings import GenerationSettings
+
 
 def tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length):
     """List of {input_ids, attention_mask, labels}; unpadded (the collator pads, labels with -100)."""
@@ -15,13 +24,6 @@ def tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length):
 
 def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
     """(model, tokenizer, device): base + adapter as rkif.numerics says for this precision and device."""
-    import torch
-    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
-
-    from .compat import model_load_kwargs
-    from .models import load_pretrained
-    from .numerics import assemble, generation_numerics
-
     device = "cuda" if torch.cuda.is_available() else "cpu"
     numerics = generation_numerics(precision, device, "t5")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
@@ -30,13 +32,11 @@ def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache
     return assemble(model, adapter_dir, numerics).to(device).eval(), tokenizer, device
 
 
-def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_length=128):
+def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_length=GenerationSettings.max_length):
     """Greedy predictions for a batch of inputs, decoded as the released generator does: special
     tokens kept, then </s> and <pad> removed and the text stripped.
     max_input_length: cut each input to that many tokens; None (default): the whole input, as the
     released T5 generators feed it."""
-    import torch
-
     cut = {"max_length": max_input_length, "truncation": True} if max_input_length else {}
     enc = tokenizer(texts, padding=True, return_tensors="pt", **cut).to(device)
     with torch.inference_mode():
@@ -44,8 +44,9 @@ def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_l
     return [t.replace("</s>", "").replace("<pad>", "").strip() for t in tokenizer.batch_decode(out)]
 
 
-def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024, max_length=128,
-                              truncate_inputs=False, memory_gb=0.0):
+def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024,
+                              max_length=GenerationSettings.max_length,
+                              truncate_inputs=GenerationSettings.truncate_inputs, memory_gb=0.0):
     """make_predictor(adapter_dir) -> predict(records) for rkif.evaluation.run_generation.
 
     Inputs are fed whole unless truncate_inputs (then cut at max_input_length). predict.lengths
@@ -63,7 +64,6 @@ def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_
 
         predict.lengths = lambda records: [len(ids) for ids in tokenizer([r["input"] for r in records])["input_ids"]]
         predict.training_cutoff = max_input_length
-        from .generation_memory import add_memory_budget
 
         add_memory_budget(predict, model, device, max_length, memory_gb)
         return predict

@@ -1,12 +1,13 @@
 """Every setting of the scripts, declared once: a dataclass field with its default and one line of help.
 
 The command lines are built from these declarations (``command``): the training scripts take
-RunSettings + MethodSettings + KIFConfig + TrainingSettings + LoRASettings + their backbone's group,
+RunSettings + the methods' groups + KIFConfig + TrainingSettings + LoRASettings + their backbone's group,
 the generators RunSettings + GenerationSettings + their backbone's lengths. Where a backbone's
 default differs (LLaMA's outer batch, precision, target modules, ...), its description in
 rkif.backbones says so. Settings a recipe decides (learning rate, epochs, batch, lengths, LoRA
 shape, O-LoRA's weights) default to None, "the recipe's value": rkif.recipes holds those values.
-``docs/flags.md`` is generated from here (``python -m rkif.settings``; a test keeps it in step).
+``docs/flags.md`` is generated from here by rkif.commands (``python -m rkif.commands``; a test keeps it in step).
+This module imports nothing from the package: every other module may import it.
 """
 
 import inspect
@@ -25,7 +26,7 @@ class RunSettings:
     """Which run: the model, the data, the order, the method, and the folders they name."""
     base_model: str = setting("", "a model folder saved with save_pretrained (e.g. /models/t5-large), or a hub id")
     dataset_id: object = setting(4, "the task order: 1-6 (1-3 Long, 4-6 Standard) or a JSON file listing task names")
-    method_name: str = setting("RKIF", "RKIF | SeqLoRA | Replay | OLoRA | IncLoRA | EWC | MTL")
+    method_name: str = setting("RKIF", "the method, one of rkif.methods")
     data_dir: str = setting("data/long_sequence", "the benchmark: {data_dir}/{train,dev,test}/{task}[_T5].json")
     output_path: str = setting("output", "where run folders (adapters, predictions, metrics) are written")
     cache_dir: str = setting(None, "Hugging Face cache folder for a hub id")
@@ -35,11 +36,21 @@ class RunSettings:
 
 
 @dataclass
-class MethodSettings:
-    """What the baselines and the replay memory take."""
+class MemorySettings:
+    """The replay memory (RKIF's outer loop, Replay's mixed-in data)."""
     memory_data_ratio: float = setting(2, "percent of each earlier task's training set kept in the replay memory")
+
+
+@dataclass
+class OLoRASettings:
+    """O-LoRA's and IncLoRA's penalties on the new branch."""
     lambda_orth: float = setting(None, f"OLoRA: weight of the orthogonality penalty ({RECIPE}; olora: per task)")
     lambda_l2: float = setting(None, f"OLoRA, IncLoRA: weight of the L2 norm of the new branch ({RECIPE})")
+
+
+@dataclass
+class EWCSettings:
+    """EWC's penalty and its Fisher."""
     # from scripts/sweep_ewc_lambda.py on the demo, with the per-example Fisher (docs/baselines.md)
     ewc_lambda: float = setting(10000.0, "EWC: weight of the Fisher penalty")
     ewc_fisher: str = setting("per_example", "EWC: per_example (empirical Fisher) | batch (squared micro-batch "
@@ -214,10 +225,11 @@ def help_lines(groups, drop=()):
     return {f.name: f.metadata.get("help", "") for f in selected_fields(groups, drop)}
 
 
-def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False):
+def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False, choices=None):
     """A function whose keyword flags are the groups' fields (fire and rkif.command_line read its signature);
     called, it hands body one dict of every flag's value, defaults filled in. more_flags: it also takes
-    **flags, checked by body (the pipeline passes them on to training)."""
+    **flags, checked by body (the pipeline passes them on to training). choices: {flag: its values}, added
+    to its help (the registries that settings.py, importing nothing, cannot read)."""
     params = parameters(groups, defaults, drop)
     if more_flags:
         params.append(inspect.Parameter("flags", inspect.Parameter.VAR_KEYWORD))
@@ -231,6 +243,8 @@ def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False
         return body(values)
 
     helps = help_lines(groups, drop)
+    for flag, values in (choices or {}).items():
+        helps[flag] = f"{helps[flag]}: {' | '.join(values)}"
     fn.__signature__ = signature
     fn.__name__ = fn.__qualname__ = name
     fn.flag_help = helps
@@ -238,33 +252,3 @@ def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False
     fn.__doc__ = doc.rstrip() + "\n\nArgs:\n" + "\n".join(f"    {p.name}: {helps.get(p.name, '')}" for p in params
                                                           if p.kind is not p.VAR_KEYWORD)
     return fn
-
-
-def flags_markdown(commands, recipes=None):
-    """docs/flags.md: for every command (title, function, backbone or None), its flags with default and help;
-    a training command's flags that default to None show each recipe's value (recipes: {name: {backbone:
-    {flag: value}}})."""
-    lines = ["# Flags", "",
-             "Generated from the declarations in `src/rkif/settings.py` by `python -m rkif.settings > docs/flags.md`",
-             "(a test checks that this file is in step with them). `None` means the recipe's value",
-             "(`--recipe rkif` or `olora`, `src/rkif/recipes.py`); a flag given on the command line always wins.", ""]
-    for title, fn, backbone in commands:
-        lines += [f"## {title}", "", "| flag | default | help |", "|---|---|---|"]
-        helps = fn.flag_help
-        for p in inspect.signature(fn).parameters.values():
-            if p.kind is p.VAR_KEYWORD:
-                lines.append("| (any training flag) | | passed on to the training script |")
-                continue
-            shown = f"`{p.default!r}`"
-            if p.default is None and backbone and any(p.name in r[backbone] for r in (recipes or {}).values()):
-                shown = "recipe: " + ", ".join(f"{name} `{r[backbone][p.name]!r}`" for name, r in recipes.items())
-            lines.append(f"| `--{p.name}` | {shown} | {helps.get(p.name, '').replace('|', '/')} |")
-        lines.append("")
-    return "\n".join(lines)
-
-
-if __name__ == "__main__":
-    from .commands import COMMANDS
-    from .recipes import OLORA, RKIF
-
-    print(flags_markdown(COMMANDS, {"rkif": RKIF, "olora": OLORA}), end="")

@@ -4,7 +4,7 @@ the adapter it starts from and the folder it writes."""
 import os
 from dataclasses import dataclass, field
 
-from .adapters import adapter_exists
+from .adapters import ADAPTER_WEIGHTS, adapter_exists
 from .data import check_task_records, load_records, task_file
 from .errors import InputError
 from .memory import build_memory_buffer, validation_set
@@ -26,7 +26,7 @@ class TaskPlan:
     method: str
     output_dir: str
     previous_adapter: str = None
-    nothing_to_do: str = None  # why this task id trains nothing (MTL trains once, at the last task id)
+    nothing_to_do: str = None  # why this task id trains nothing (the method's word: MTL trains once, at the last id)
     train: list = field(default_factory=list)
     memory: list = field(default_factory=list)
     validation: list = field(default_factory=list)
@@ -37,7 +37,7 @@ class TaskPlan:
 
 
 def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_model,
-              memory_data_ratio, val_set_size, seed=42, suffix="_T5", fields=("input", "output"),
+              memory_data_ratio, val_set_size, seed, suffix="_T5", fields=("input", "output"),
               recipe=DEFAULT_RECIPE):
     method = get_method(method_name)
     if not base_model:
@@ -52,11 +52,10 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
     plan = TaskPlan(order_name, tasks, task_id, method_name,
                     adapter_dir(output_path, base_model, method_name, order_name, task_id, tasks[task_id], seed,
                                 recipe))
-    if not method.sequential and task_id != len(tasks) - 1:
-        plan.nothing_to_do = (f"{method_name} trains once, on all {len(tasks)} tasks together, at --task_id "
-                              f"{len(tasks) - 1}; nothing to train for task {task_id}")
+    plan.nothing_to_do = method.nothing_to_train(task_id, len(tasks))
+    if plan.nothing_to_do:
         return plan
-    if task_id > 0 and method.sequential:
+    if method.starts_from_previous(task_id):
         prev = adapter_dir(output_path, base_model, method_name, order_name, task_id - 1, tasks[task_id - 1], seed,
                            recipe)
         if not adapter_exists(prev):
@@ -65,8 +64,8 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
                 f"train task {task_id - 1} first"
             )
         plan.previous_adapter = prev
-        # what the task will unpickle from it (the adapter; EWC's state), checked before any work
-        check_plain(os.path.join(prev, name) for name in ("adapter_model.bin", "ewc_state.pt"))
+        # what the task will unpickle from it (the adapter; the method's state), checked before any work
+        check_plain(os.path.join(prev, name) for name in (ADAPTER_WEIGHTS, *method.state_files))
 
     metrics = task_metrics(dataset_id)
 
@@ -74,9 +73,8 @@ def plan_task(*, method_name, dataset_id, task_id, data_dir, output_path, base_m
         path = task_file(data_dir, split, task, suffix)
         return check_task_records(path, load_records(path, fields), metrics[task])
 
-    plan.train = (read("train", plan.task) if method.sequential
-                  else [r for t in tasks for r in read("train", t)])  # MTL: the union of the order's tasks
-    if method.memory != "none" and task_id > 0:
+    plan.train = method.training_records(lambda task: read("train", task), tasks, task_id)
+    if method.uses_memory and task_id > 0:
         earlier = [read("train", t) for t in tasks[:task_id]]
         plan.memory = build_memory_buffer(earlier, memory_data_ratio, seed,
                                           free_text=[metrics[t] == "rougeL" for t in tasks[:task_id]])

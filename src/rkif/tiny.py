@@ -12,6 +12,14 @@ import io
 import json
 import os
 
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
+
+from .causal import alpaca_prompt
+from .command_line import run
+from .compat import TINY_CAUSAL_TOKENIZER, t5_tokenizer_from_sentencepiece
 from .errors import InputError
 
 DEFAULT_CORPUS = [
@@ -37,8 +45,6 @@ LLAMA_SPECIAL_IDS = dict(unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
 
 def llama_corpus(data_dir):
     """The Alpaca prompts and outputs of the {task}.json files under data_dir."""
-    from .causal import alpaca_prompt
-
     texts = []
     for path in sorted(glob.glob(os.path.join(data_dir, "*", "*.json"))):
         if path.endswith("_T5.json"):
@@ -67,8 +73,6 @@ def train_sentencepiece(texts, vocab_size, special_ids=T5_SPECIAL_IDS, **options
 
 def _save_random_model(model_class, config, out_dir, seed, device, dtype):
     """Random weights, initialised on ``device`` (a GPU makes billion-parameter shapes quick), saved in dtype."""
-    import torch
-
     torch.manual_seed(seed)
     with torch.device(device):
         model = model_class(config)
@@ -82,10 +86,6 @@ def build_tiny_t5(out_dir, texts=None, vocab_size=384, d_model=64, d_ff=128, num
 
     model_vocab_size (>= the tokenizer's), d_kv and feed_forward_proj give real shapes (T5-large:
     32128, 64, "gated-gelu" for v1.1 / "relu" for v1) with a small tokenizer trained on the spot."""
-    from transformers import T5Config, T5ForConditionalGeneration
-
-    from .compat import t5_tokenizer_from_sentencepiece
-
     os.makedirs(out_dir, exist_ok=True)
     spm_path = os.path.join(out_dir, "spiece.model")
     with open(spm_path, "wb") as f:
@@ -109,10 +109,6 @@ def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, interm
     current: SmolLM2's kind, grouped-query attention, rope_theta, tied embeddings and a byte-level BPE
     tokenizer with ChatML tokens (EOS <|im_end|>, no BOS added, no pad token) and a chat template.
     model_vocab_size (>= the tokenizer's) gives the real embedding shape (LLaMA-2: 32000)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    from .compat import TINY_CAUSAL_TOKENIZER
-
     os.makedirs(out_dir, exist_ok=True)
     texts = list(texts or DEFAULT_CORPUS)
     if TINY_CAUSAL_TOKENIZER == "bpe":
@@ -120,15 +116,13 @@ def build_tiny_llama(out_dir, texts=None, vocab_size=384, hidden_size=64, interm
         special = {"bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id}
         shape = {"num_key_value_heads": max(1, num_heads // 2), "rope_theta": 100000.0, "tie_word_embeddings": True}
     else:
-        from transformers import LlamaTokenizer
-
         spm_path = os.path.join(out_dir, "tokenizer.model")
         with open(spm_path, "wb") as f:
             # identity normalisation and "\n" as a symbol keep the Alpaca prompt's line breaks, as LLaMA's
             # byte-fallback vocabulary does
             f.write(train_sentencepiece(texts, vocab_size, LLAMA_SPECIAL_IDS, normalization_rule_name="identity",
                                         remove_extra_whitespaces=False, user_defined_symbols=["\n"]))
-        tokenizer = LlamaTokenizer(spm_path)
+        tokenizer = transformers.LlamaTokenizer(spm_path)  # loads sentencepiece: the pinned stack's tiny LLaMA only
         special, shape = {"pad_token_id": 0, "bos_token_id": 1, "eos_token_id": 2}, {}
     tokenizer.save_pretrained(out_dir)
     config = LlamaConfig(vocab_size=max(len(tokenizer), model_vocab_size or 0), hidden_size=hidden_size,
@@ -148,9 +142,6 @@ def byte_level_bpe_tokenizer(texts, vocab_size):
     <|im_start|> 1 (bos), <|im_end|> 2 (eos); no pad token; ChatML chat template. Its alphabet is the
     bytes the texts hold, not all 256 (a tiny random model would mostly emit lone bytes of multi-byte
     characters, which decode to nothing readable); other bytes become unk."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
     core = Tokenizer(models.BPE(unk_token=specials[0]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -175,6 +166,4 @@ def main(out_dir, data_dir=None, arch="t5", vocab_size=384, d_model=64, d_ff=128
 
 
 if __name__ == "__main__":
-    from .command_line import run
-
     run(main)

@@ -8,34 +8,68 @@ one skeleton both backbones go through: recipe, checks, task plan, folder lock, 
 settings of the released recipe and writes the adapter with its run_info.json.
 """
 
+import importlib.util
+import inspect
 import os
+import resource
 import shutil
 import signal
 import sys
 import time
 from dataclasses import dataclass
 
+import torch
+import transformers
+from peft import TaskType
+from transformers import DataCollatorForSeq2Seq
+
 from . import compat
-from .adapters import adapter_exists
+from .adapters import adapter_exists, save_adapter_atomically
+from .backbones import BACKBONES
+from .checkpoints import (check_world_size, checkpoint_folders, incomplete_reason, newest_complete_checkpoint,
+                          resume_hint)
 from .command_line import in_range, non_negative, positive
-from .task_plan import plan_task
+from .compat import training_arguments
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
 from .lora import parse_target_modules
-from .methods import get_method
+from .methods import METHOD_NAMES, get_method, setting_groups
 from .methods.ewc import FISHER_ESTIMATES
 from .models import check_base_model, check_tf32, training_precision
+from .plain_data import check_plain
 from .recipes import apply_recipe
-from .settings import (KIFConfig, LoRASettings, MethodSettings, RunSettings, TrainingSettings, command, pick)
+from .run_info import run_info_json
+from .sampling import shuffled_like_released
+from .settings import KIFConfig, LoRASettings, RunSettings, TrainingSettings, command, pick
+from .task_plan import plan_task
 from .tasks import resolve_order
 
 
 def training_command(backbone):
     """The training script of a backbone: every declared training setting is a flag."""
     return command(lambda values: train_task(backbone, values),
-                   (RunSettings, MethodSettings, KIFConfig, TrainingSettings, LoRASettings, backbone.settings),
-                   name="train", defaults=backbone.training_defaults,
+                   (RunSettings, *setting_groups(), KIFConfig, TrainingSettings, LoRASettings, backbone.settings),
+                   name="train", defaults=backbone.training_defaults, choices={"method_name": METHOD_NAMES},
                    doc=f"Continual {backbone.title} fine-tuning: one task of one order per call.")
+
+
+TRAIN = {name: training_command(backbone) for name, backbone in BACKBONES.items()}  # the training scripts
+TRAINING_FLAGS = tuple(dict.fromkeys(p for fn in TRAIN.values() for p in inspect.signature(fn).parameters))
+
+
+@dataclass(frozen=True)
+class LoRAShape:
+    """A new adapter's LoRA (what Method.build reads)."""
+    r: int
+    alpha: float
+    dropout: float
+    target_modules: object
+    task_type: object
+
+
+def method_groups(method, settings):
+    """{group: its settings} of the method's own groups, picked from every flag's value."""
+    return {group: pick(group, settings) for group in method.settings}
 
 
 @dataclass(frozen=True)
@@ -48,7 +82,8 @@ class BatchShape:
 def train_task(backbone, values):
     """Train values["task_id"] of the order with the backbone; values: every flag of training_command."""
     started = time.time()
-    settings, recipe_record = apply_recipe(values, backbone.name, resolve_order(values["dataset_id"])[1])
+    method = get_method(values["method_name"])
+    settings, recipe_record = apply_recipe(values, backbone.name, resolve_order(values["dataset_id"])[1], method)
     check_training_flags(settings)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     set_up_devices(world_size)
@@ -64,9 +99,7 @@ def train_task(backbone, values):
     except ValueError as e:
         raise InputError(str(e)) from None
     run = pick(RunSettings, settings)
-    if get_method(run.method_name).memory == "outer" and kif.train_batch_size_outer % world_size:
-        raise InputError(f"--train_batch_size_outer {kif.train_batch_size_outer} is split over the {world_size} "
-                         f"ranks: give a multiple of {world_size}")
+    method.check(settings, world_size)
     plan = plan_task(method_name=run.method_name, dataset_id=run.dataset_id, task_id=training.task_id,
                      data_dir=run.data_dir, output_path=run.output_path, base_model=run.base_model,
                      memory_data_ratio=settings["memory_data_ratio"], val_set_size=training.val_set_size,
@@ -82,18 +115,11 @@ def train_task(backbone, values):
         resume = resolve_resume(training.resume_from_checkpoint, plan.output_dir, batches.world_size)
         print_settings(f"Training {backbone.title} with", settings, plan, batches)
 
-        import transformers
-        from peft import TaskType
-        from transformers import DataCollatorForSeq2Seq
-
-        from .methods.setup import prepare_task_model
-
         transformers.set_seed(run.seed)
         model, tokenizer = backbone.load(settings, fp16, bf16)
-        model, extra_loss = prepare_task_model(
-            get_method(run.method_name), model, plan, r=lora.lora_r, alpha=lora.lora_alpha,
-            dropout=lora.lora_dropout, target_modules=target_modules, task_type=getattr(TaskType, backbone.task_type),
-            settings=settings)
+        shape = LoRAShape(lora.lora_r, lora.lora_alpha, lora.lora_dropout, target_modules,
+                          getattr(TaskType, backbone.task_type))
+        model, extra_loss = method.build(model, plan, shape, method_groups(method, settings))
         backbone.finish(model, tokenizer)
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:
             model.print_trainable_parameters()
@@ -159,8 +185,6 @@ def set_up_devices(world_size):
     sees several GPUs is refused: the Trainer would wrap the model in DataParallel, multiplying the
     effective batch by the number of GPUs without a word (and run_info.json would record the wrong one).
     """
-    import torch
-
     if not torch.cuda.is_available():
         return
     n = torch.cuda.device_count()
@@ -187,8 +211,6 @@ def resolve_resume(resume_from_checkpoint, output_dir, world_size=1):
     warning). "auto" (what the grid scripts and run_pipeline.py pass): the same, or step 0 when
     the task folder holds none.
     """
-    from .checkpoints import check_world_size, incomplete_reason, newest_complete_checkpoint
-
     if resume_from_checkpoint in (None, False, ""):
         return None
     if resume_from_checkpoint is True or resume_from_checkpoint == "auto":
@@ -215,8 +237,6 @@ def resolve_resume(resume_from_checkpoint, output_dir, world_size=1):
 def checked_plain(checkpoint):
     """The checkpoint, once every file the resume will unpickle has loaded as plain data (a crafted
     file stops the task here, before anything is loaded or written). training_args.bin is never read."""
-    from .plain_data import check_plain
-
     if checkpoint is not None:
         check_plain(os.path.join(checkpoint, f) for f in sorted(os.listdir(checkpoint))
                     if f.endswith((".pt", ".pth", ".bin")) and f != "training_args.bin")
@@ -228,8 +248,6 @@ REPORTERS = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",)
 
 def parse_report_to(value):
     """--report_to: none, or a comma-separated list of tensorboard and wandb (optional packages)."""
-    import importlib.util
-
     names = [v.strip() for v in (value if isinstance(value, (list, tuple)) else str(value).split(",")) if v.strip()]
     if names in ([], ["none"]):
         return []
@@ -250,16 +268,11 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
 
     training: TrainingSettings (recipe values filled in); batches: BatchShape; settings: every flag's value,
     as run_info.json records them. features: list of records -> list of tokenized features (what
-    data_collator takes). extra_loss: the method's extra loss term, callable(model), added to the
-    training loss. run_info_extra: more entries for run_info.json (the backbone's own reports).
+    data_collator takes). extra_loss: the method's extra loss term, extra_loss(model, inputs, outputs),
+    added to the training loss. run_info_extra: more entries for run_info.json (the backbone's own reports).
     """
-    import torch
-
-    from .adapters import save_adapter_atomically
-    from .checkpoints import resume_hint
-    from .methods.setup import end_of_task_files
-    from .run_info import run_info_json
-    from .sampling import shuffled_like_released
+    # the Trainer stack (transformers.trainer, accelerate, the loop): a second of imports that checking a
+    # command's flags, --help and the other commands do without
     from .loop import FeatureList
     from .trainer import RecurrentKIFTrainer
 
@@ -267,8 +280,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,
     # seeded by set_seed before the model was loaded), before the Trainer's own sampler.
     method = get_method(plan.method)
-    train_data = shuffled_like_released(plan.train + (plan.memory if method.memory == "mixed" else []))
-    memory = shuffled_like_released(plan.memory) if method.memory == "outer" else []
+    train_data, memory = method.task_data(plan, shuffled_like_released)
     validate = len(plan.validation) > 0
     args = trainer_arguments(plan.output_dir, training, batches, validate, settings["seed"], fp16, bf16)
     if training.gradient_checkpointing:
@@ -288,6 +300,35 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
         extra_loss=extra_loss,
     )
     model.config.use_cache = False
+    result, stopped = run_trainer(trainer, plan, resume_from_checkpoint)
+    if trainer.args.should_save:
+        info = run_info_json(
+            settings, world_size=batches.world_size, micro_batch_size=batches.micro_batch_size,
+            gradient_accumulation_steps=batches.accumulation, started=started,
+            extra={"task": plan.task, "order": plan.tasks, "previous_adapter": plan.previous_adapter,
+                   "precision": {"fp16": fp16, "bf16": bf16},
+                   "num_train_examples": len(train_data), "num_validation_examples": len(plan.validation),
+                   "global_steps": trainer.state.global_step, "train_metrics": result.metrics,
+                   "best_model_checkpoint": trainer.state.best_model_checkpoint,
+                   "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary(),
+                   "gradient_checkpointing": compat.training_argument(trainer.args, "gradient_checkpointing"),
+                   "peak_host_memory_gib": peak_host_memory_gib(),
+                   **(run_info_extra or {})},
+        )
+        extra = method.end_of_task(trainer, plan, train_features, batches.micro_batch_size,
+                                   method_groups(method, settings))
+        save_task(model, plan, {"run_info.json": info, **extra})
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+    if stopped:  # the signal came after the last step: the task is saved, the job still stops
+        raise SystemExit(128 + stopped)
+    return trainer
+
+
+def run_trainer(trainer, plan, resume_from_checkpoint):
+    """trainer.train, from the checkpoint or from scratch (stale checkpoints cleared), stoppable by SIGTERM /
+    SIGINT: stopped before the last step, it exits 128 + the signal after saving a checkpoint. Returns
+    (the train result, the signal received after the last step or None)."""
     if resume_from_checkpoint:
         print(f"resuming task {plan.task_id}-{plan.task} from {resume_from_checkpoint} (step "
               f"{os.path.basename(resume_from_checkpoint).split('-')[-1]})")
@@ -305,45 +346,25 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
               "resume, run the same command with --resume_from_checkpoint (the grid scripts and run_pipeline.py "
               "resume by themselves)", file=sys.stderr, flush=True)
         raise SystemExit(128 + stopped)
+    return result, stopped
 
-    if trainer.args.should_save:
-        info = run_info_json(
-            settings, world_size=batches.world_size, micro_batch_size=batches.micro_batch_size,
-            gradient_accumulation_steps=batches.accumulation, started=started,
-            extra={"task": plan.task, "order": plan.tasks, "previous_adapter": plan.previous_adapter,
-                   "precision": {"fp16": fp16, "bf16": bf16},
-                   "num_train_examples": len(train_data), "num_validation_examples": len(plan.validation),
-                   "global_steps": trainer.state.global_step, "train_metrics": result.metrics,
-                   "best_model_checkpoint": trainer.state.best_model_checkpoint,
-                   "best_eval_loss": trainer.state.best_metric, "kif": trainer.kif_summary(),
-                   "gradient_checkpointing": compat.training_argument(trainer.args, "gradient_checkpointing"),
-                   "peak_host_memory_gib": peak_host_memory_gib(),
-                   **(run_info_extra or {})},
-        )
-        extra = end_of_task_files(method, trainer, plan, train_features, batches.micro_batch_size, settings["ewc_fisher"])
-        try:
-            save_adapter_atomically(model, plan.output_dir, {"run_info.json": info, **extra})
-        except (OSError, RuntimeError) as e:
-            error = write_failed(e, plan.output_dir, f"The task's adapter was not saved (no adapter_model.bin in "
-                                 f"{plan.output_dir}). {resume_hint(plan.output_dir)}")
-            if error is None:
-                raise
-            raise error from None
-        print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
-    if torch.distributed.is_available() and torch.distributed.is_initialized():
-        torch.distributed.barrier()
-    if stopped:  # the signal came after the last step: the task is saved, the job still stops
-        raise SystemExit(128 + stopped)
-    return trainer
+
+def save_task(model, plan, files):
+    """The adapter and the files beside it, written at once (rkif.adapters); a failed write says what to do."""
+    try:
+        save_adapter_atomically(model, plan.output_dir, files)
+    except (OSError, RuntimeError) as e:
+        error = write_failed(e, plan.output_dir, f"The task's adapter was not saved (no adapter_model.bin in "
+                             f"{plan.output_dir}). {resume_hint(plan.output_dir)}")
+        if error is None:
+            raise
+        raise error from None
+    print(f"saved adapter of task {plan.task_id}-{plan.task} to {plan.output_dir}")
 
 
 def trainer_arguments(output_dir, training, batches, validate, seed, fp16, bf16):
     """The Trainer settings of the released recipe for one task (AdamW, no weight decay, clipping at 1,
     checkpoints every eval_steps keeping 2, the best by eval loss when validating)."""
-    import torch
-
-    from .compat import training_arguments
-
     world_size = batches.world_size
     # Several processes without a GPU (torchrun on CPU): the Trainer wants no_cuda and a CPU backend named
     # explicitly; with GPUs it initialises NCCL itself. (Field names are 4.28.1's: rkif.compat renames.)
@@ -386,16 +407,12 @@ def trainer_arguments(output_dir, training, batches, validate, seed, fp16, bf16)
 
 def peak_host_memory_gib():
     """This process's peak resident memory (host RAM), GiB."""
-    import resource
-
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 3)  # ru_maxrss is KiB on Linux
 
 
 def _clear_stale_checkpoints(output_dir, should_save):
     """A task started at step 0 drops the checkpoints of an earlier unfinished run of it, which would
     otherwise mix with the new ones (rotation, resuming)."""
-    from .checkpoints import checkpoint_folders
-
     stale = checkpoint_folders(output_dir)
     if stale and should_save:
         print(f"starting {output_dir} at step 0: removing {len(stale)} checkpoints of an earlier run "

@@ -22,7 +22,12 @@ import sys
 
 import torch
 
+from .. import compat
+from ..adapters import lora_parameters
+from ..errors import InputError
 from ..plain_data import load_plain
+from ..settings import EWCSettings
+from .base import Method
 
 EWC_STATE = "ewc_state.pt"
 FISHER_ESTIMATES = ("per_example", "batch")
@@ -212,3 +217,52 @@ def load_state(adapter_dir, device):
     state = load_plain(path, map_location=device)
     # states saved before the per-example estimate existed hold the batch one
     return state["fisher"], state["theta_prev"], state.get("fisher_estimate", "batch")
+
+
+class EWC(Method):
+    """The running Fisher and theta after the previous task, saved beside each adapter; the penalty on
+    the next task's LoRA parameters."""
+    name = "EWC"
+    settings = (EWCSettings,)
+    state_files = (EWC_STATE,)
+
+    def build(self, base, plan, lora, groups):
+        model, _ = super().build(base, plan, lora, groups)
+        if not plan.previous_adapter:
+            return model, None
+        ewc = groups[EWCSettings]
+        device = next(p for n, p in model.named_parameters() if "lora_" in n).device
+        state = load_state(plan.previous_adapter, device)
+        if state is None:
+            raise InputError(f"{plan.previous_adapter}: no {EWC_STATE} beside the adapter; was task "
+                             f"{plan.task_id - 1} trained with --method_name EWC?")
+        fisher, theta_prev, estimate = state
+        if estimate != ewc.ewc_fisher:
+            raise InputError(f"{plan.previous_adapter}: the running Fisher so far is the {estimate} estimate, this "
+                             f"task would add the {ewc.ewc_fisher} one; continue the sequence with --ewc_fisher "
+                             f"{estimate} (and the ewc_lambda it was trained with), or restart it")
+        return model, lambda m, inputs=None, outputs=None: ewc_penalty(m, fisher, theta_prev, ewc.ewc_lambda)
+
+    def end_of_task(self, trainer, plan, features, micro_batch_size, groups):
+        fisher_estimate = groups[EWCSettings].ewc_fisher
+        model = trainer.model
+        params = lora_parameters(model)
+        device = next(iter(params.values())).device
+        size = FISHER_CHUNK if fisher_estimate == "per_example" else micro_batch_size
+        batches = (trainer._prepare_inputs(trainer.data_collator([dict(f) for f in features[i:i + size]]))
+                   for i in range(0, len(features), size))
+        scaler = compat.grad_scaler(trainer)
+        scale = 1.0
+        if scaler is not None:
+            accumulation = getattr(getattr(trainer, "args", None), "gradient_accumulation_steps", 1)
+            scale = fisher_loss_scale(scaler.get_scale(), micro_batch_size, accumulation,
+                                      per_example=fisher_estimate == "per_example")
+        estimate = per_example_fisher if fisher_estimate == "per_example" else batch_fisher
+        fisher = estimate(model, batches, params, trainer.compute_loss_context_manager, scale, fp16=scaler is not None)
+        previous = load_state(plan.previous_adapter, device) if plan.previous_adapter else None
+        if previous:
+            fisher = {n: f + previous[0][n] for n, f in fisher.items()}
+        state = {"fisher": {n: f.detach().cpu() for n, f in fisher.items()},
+                 "theta_prev": {n: p.detach().clone().cpu() for n, p in params.items()},
+                 "fisher_estimate": fisher_estimate}
+        return {EWC_STATE: lambda path: torch.save(state, path)}

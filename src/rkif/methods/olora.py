@@ -13,10 +13,14 @@ import json
 import os
 
 import torch
+from peft import get_peft_model_state_dict, set_peft_model_state_dict
 
 from ..adapters import ADAPTER_CONFIG, ADAPTER_WEIGHTS
 from ..errors import InputError
+from ..lora import new_lora_model
 from ..plain_data import load_plain
+from ..settings import OLoRASettings
+from .base import Method
 
 
 def lora_modules(model):
@@ -36,8 +40,6 @@ def previous_branches(adapter_dir, task_id):
 
 def copy_previous_branches(model, adapter_dir, old_rank):
     """Rows [0, old_rank) of every lora_A and columns [0, old_rank) of every lora_B from the saved adapter."""
-    from peft import get_peft_model_state_dict, set_peft_model_state_dict
-
     saved = load_plain(os.path.join(adapter_dir, ADAPTER_WEIGHTS))
     state = get_peft_model_state_dict(model)
     if set(saved) != set(state):
@@ -101,7 +103,7 @@ def branch_penalty(old_rank, lambda_orth, lambda_l2):
     does the same in effect: it adds them after its training_step skipped that division (it runs under
     DeepSpeed), and DeepSpeed's backward then divides task loss and penalties together. Its logged
     order-1 runs (logs_and_outputs/order1_olora/hyparam.sh: 2 GPUs x 8 x accumulation 4) rely on it."""
-    def penalty(model):
+    def penalty(model, inputs=None, outputs=None):  # the extra-loss seam; the penalties read the weights only
         loss = 0.0
         if lambda_orth and old_rank:
             loss = loss + lambda_orth * orthogonality_penalty(model, old_rank)
@@ -110,3 +112,36 @@ def branch_penalty(old_rank, lambda_orth, lambda_l2):
         return loss
 
     return penalty
+
+
+class OLoRA(Method):
+    """A new branch per task, earlier ones frozen; the orthogonality and L2 penalties on the new one."""
+    name = "OLoRA"
+    settings = (OLoRASettings,)
+
+    def penalty_weights(self, olora):
+        return olora.lambda_orth, olora.lambda_l2
+
+    def build(self, base, plan, lora, groups):
+        t, previous = plan.task_id, plan.previous_adapter
+        r, alpha, target_modules = lora.r, lora.alpha, lora.target_modules
+        if previous:  # the branches keep the first task's rank, alpha and targets
+            r, alpha, target_modules = previous_branches(previous, t)
+        model = new_lora_model(base, r=r * (t + 1), alpha=alpha * (t + 1), dropout=lora.dropout,
+                               target_modules=target_modules, task_type=lora.task_type)
+        if previous:
+            copy_previous_branches(model, previous, r * t)
+            freeze_previous_branches(model, r * t)
+        return model, branch_penalty(r * t, *self.penalty_weights(groups[OLoRASettings]))
+
+
+class IncLoRA(OLoRA):
+    """O-LoRA's branches without its orthogonality penalty (lambda_orth 0 whatever the flag); the L2 weight
+    is --lambda_l2, which both recipes set to 0 for it (rkif: for every method; olora: here)."""
+    name = "IncLoRA"
+
+    def penalty_weights(self, olora):
+        return 0.0, olora.lambda_l2
+
+    def recipe_values(self, recipe, values):
+        return {**values, "lambda_orth": 0.0, "lambda_l2": 0.0} if recipe == "olora" else values
