@@ -12,10 +12,10 @@ class MTL(Method):
         return [n_tasks - 1]
 
     def nothing_to_train(self, task_id, n_tasks):
-        if task_id != n_tasks - 1:
-            return (f"{self.name} trains once, on all {n_tasks} tasks together, at --task_id {n_tasks - 1}; nothing "
-                    f"to train for task {task_id}")
-        return None
+        if task_id in self.trained_task_ids(n_tasks):
+            return None
+        return (f"{self.name} trains once, on all {n_tasks} tasks together, at --task_id {n_tasks - 1}; nothing "
+                f"to train for task {task_id}")
 
     @property
     def prediction_kinds(self):
