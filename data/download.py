@@ -15,7 +15,7 @@ import json
 import os
 import sys
 
-from rkif.command_line import run
+from rkif.cli_runner import run
 
 # task: (hub dataset, config, {our split: hub split}, labels, example formatter)
 SOURCES = {

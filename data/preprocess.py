@@ -14,7 +14,7 @@ import json
 import os
 
 from rkif.benchmark import preprocess
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.errors import InputError
 from rkif.validate import summary_lines, validate_folder
 from rkif.settings import RunSettings

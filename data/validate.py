@@ -9,7 +9,7 @@ Training and evaluation run the per-file checks on every file they read.
 """
 
 
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.tasks import read_description
 from rkif.validate import summary_lines, validate_folder
 

@@ -18,11 +18,11 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
-from rkif.data import load_records, task_file
-from rkif.generation import write_predictions
+from rkif.task_files import load_records, task_file
+from rkif.prediction_files import write_predictions
 from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation
 from rkif.synthetic import write_synthetic_benchmark
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir
 from rkif.training import TRAIN
 from rkif.settings import GenerationSettings

@@ -26,7 +26,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 from rkif.training import TRAIN
 from rkif.synthetic import write_synthetic_benchmark
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.run_folders import adapter_dir
 from rkif.tiny import build_tiny_t5, corpus_from_data_dir
 from rkif.settings import KIFConfig, MemorySettings

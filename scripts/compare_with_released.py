@@ -37,7 +37,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
 from rkif.errors import InputError
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.plain_data import load_plain
 from rkif.run_folders import adapter_dir, prediction_dir
 from rkif.tasks import resolve_order

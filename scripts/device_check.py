@@ -49,7 +49,7 @@ import traceback
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.methods import METHOD_NAMES, get_method
 from rkif.plain_data import load_plain
 from rkif.run_folders import run_dir
@@ -387,7 +387,7 @@ def main(tiny=False, out="output/device_check", steps=8, inner_iterations=2, out
 
     from rkif.training import TRAIN
     from rkif.causal import causal_predictor_factory
-    from rkif.data import load_records, task_file
+    from rkif.task_files import load_records, task_file
     from rkif.seq2seq import seq2seq_predictor_factory
     from rkif.synthetic import write_synthetic_benchmark
     from rkif.tiny import build_tiny_llama, build_tiny_t5, corpus_from_data_dir, llama_corpus

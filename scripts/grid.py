@@ -25,7 +25,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from rkif.errors import InputError
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.pipeline import PIPELINE_FLAGS as PIPELINE_OWN_FLAGS
 from rkif.training import TRAINING_FLAGS
 from rkif.recipes import check_recipe

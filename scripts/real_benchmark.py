@@ -10,7 +10,7 @@ Any training flag (--num_epochs, --learning_rate, --inner_iterations, ...) overr
 
 import functools
 
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.training import TRAINING_FLAGS
 from rkif.real_model import REAL_FLAGS, real_benchmark
 

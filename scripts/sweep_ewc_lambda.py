@@ -15,7 +15,7 @@ import os
 HERE = os.path.dirname(os.path.abspath(__file__))
 
 from rkif.demo import DEMO_FLAGS, prepare
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.pipeline import run_order
 from rkif.settings import EWCSettings
 

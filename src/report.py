@@ -20,7 +20,7 @@ import statistics
 from rkif.errors import InputError
 from rkif.methods import METHODS
 from rkif.run_folders import DEFAULT_RECIPE, DEFAULT_SEED, PREDICTION_FOLDER
-from rkif.command_line import run
+from rkif.cli_runner import run
 from rkif.settings import RunSettings
 
 FOLDER = PREDICTION_FOLDER

@@ -14,11 +14,11 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSe
 
 import rkif.loop
 from rkif.compat import training_arguments
-from rkif.data import read_json
+from rkif.task_files import read_json
 from rkif.loop import FeatureList
 from rkif.seq2seq import tokenize_seq2seq
 from rkif.settings import KIFConfig
-from rkif.trainer import RecurrentKIFTrainer
+from rkif.kif_trainer import RecurrentKIFTrainer
 
 model_dir, adapter, memory_file, out = sys.argv[1:5]
 world = int(os.environ.get("WORLD_SIZE", 1))

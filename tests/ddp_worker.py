@@ -13,7 +13,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import torch
 
-import rkif.trainer
+import rkif.kif_trainer
 from rkif.training import TRAIN
 
 from rkif.adapters import lora_parameters
@@ -21,7 +21,7 @@ from rkif.adapters import lora_parameters
 train = TRAIN["t5"]
 
 model, data, order, out, fusions = sys.argv[1:6]
-original = rkif.trainer.RecurrentKIFTrainer.recurrent_step
+original = rkif.kif_trainer.RecurrentKIFTrainer.recurrent_step
 
 
 def recurrent_step_with_checksum(self):
@@ -37,7 +37,7 @@ def recurrent_step_with_checksum(self):
             f.write(json.dumps(digests) + "\n")
 
 
-rkif.trainer.RecurrentKIFTrainer.recurrent_step = recurrent_step_with_checksum
+rkif.kif_trainer.RecurrentKIFTrainer.recurrent_step = recurrent_step_with_checksum
 for task_id in (0, 1):
     train(base_model=model, data_dir=data, dataset_id=order, task_id=task_id, output_path=out, num_epochs=2,
           batch_size=8, micro_batch_size=2, inner_iterations=2, outer_iterations=2, train_batch_size_outer=4,

@@ -133,7 +133,7 @@ def one_at_a_time(model, features, collate, params):
 
 
 def t5_features(tiny_t5, bench_dir, n=10):
-    from rkif.data import read_json
+    from rkif.task_files import read_json
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     records = read_json(os.path.join(bench_dir, "train", "weather_T5.json"))[:n]
@@ -171,7 +171,7 @@ def test_batch_fisher_scale_changes_with_the_micro_batch_while_per_example_does_
 
 
 def test_per_example_fisher_of_a_causal_lm_shifts_the_labels(tiny_llama, bench_dir):
-    from rkif.data import read_json
+    from rkif.task_files import read_json
 
     model = lora_model(AutoModelForCausalLM, tiny_llama, ["q_proj", "v_proj"], "CAUSAL_LM")
     tok = load_tokenizer(tiny_llama)

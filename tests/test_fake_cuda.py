@@ -307,7 +307,7 @@ def test_resume_with_fewer_gpus_than_at_save_time_warns_and_goes_on(tmp_path, mo
 
 def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, bench_dir, tmp_path):
     from rkif.run_folders import adapter_dir
-    from rkif.evaluation import run_generation
+    from rkif.prediction_folders import run_generation
 
     out = str(tmp_path / "out")
     tasks = ["weather", "sport", "food"]
@@ -382,7 +382,7 @@ def outer_step_trainer(tiny_t5, bench_dir, tmp_path, model, max_grad_norm, scale
     from rkif.loop import FeatureList
     from rkif.seq2seq import tokenize_seq2seq
     from rkif.settings import KIFConfig
-    from rkif.trainer import RecurrentKIFTrainer
+    from rkif.kif_trainer import RecurrentKIFTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     features = tokenize_seq2seq(json.load(open(os.path.join(bench_dir, "train", "weather_T5.json")))[:8], tok, 64, 8)

@@ -14,8 +14,8 @@ import pytest
 
 from conftest import cli_args
 from rkif.errors import InputError
-from rkif.command_line import check_argv
-from rkif.models import check_base_model
+from rkif.cli_runner import check_argv
+from rkif.base_model import check_base_model
 from rkif.lora import parse_target_modules, resolve_target_modules
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -199,7 +199,7 @@ def test_help_shows_the_flags_even_for_a_function_taking_any_flag(capsys):
     from rkif.pipeline import run_order
     from rkif.training import TRAINING_FLAGS
 
-    from rkif.command_line import run
+    from rkif.cli_runner import run
 
     for argv in (["--help"], ["--dataset_id", "4", "-h"]):
         with pytest.raises(SystemExit) as e:

@@ -11,7 +11,7 @@ import pytest
 
 from conftest import cli_args
 from rkif.errors import InputError
-from rkif.evaluation import run_generation
+from rkif.prediction_folders import run_generation
 from rkif.folder_lock import LOCK_NAME, FolderBusyError, hold_folder, lock_holder
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -8,7 +8,7 @@ from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSeq2SeqLM
 
 from conftest import random_lora_adapter
-from rkif.generation import length_sorted_batches, read_partial, write_predictions
+from rkif.prediction_files import length_sorted_batches, read_partial, write_predictions
 from rkif.seq2seq import greedy_seq2seq, load_seq2seq_for_generation
 
 
@@ -80,7 +80,7 @@ def test_read_partial_cuts_a_torn_line(tmp_path):
 
 def test_generation_numerics_per_precision_and_device(monkeypatch):
     from rkif.errors import InputError
-    from rkif.numerics import GenerationNumerics, generation_numerics
+    from rkif.generation_precision import GenerationNumerics, generation_numerics
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     for device in ("cpu", "cuda"):
@@ -126,7 +126,7 @@ def small_update_error(backbone, base, folder, relative, numerics):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from rkif.causal import load_tokenizer
-    from rkif.numerics import GenerationNumerics, assemble
+    from rkif.generation_precision import GenerationNumerics, assemble
 
     seq2seq = backbone == "t5"
     model_class = AutoModelForSeq2SeqLM if seq2seq else AutoModelForCausalLM
@@ -172,7 +172,7 @@ def test_default_generation_on_a_gpu_keeps_a_small_update(backbone, tiny_t5, tin
     """The GPU default must keep 99% of a LoRA update of 1e-3 of the weights' size (error <= 1%). bf16,
     merged or unmerged, drowns it in its own rounding (an error of several times the update: measured in
     docs/evaluation.md); bf16 was the GPU default before."""
-    from rkif.numerics import GenerationNumerics, generation_numerics
+    from rkif.generation_precision import GenerationNumerics, generation_numerics
 
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: True)
     base = tiny_t5 if backbone == "t5" else tiny_llama

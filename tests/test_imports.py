@@ -8,7 +8,7 @@ PACKAGE = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 # imported where used: optional extras, or heavy and needed by one command only
 LAZY = {"matplotlib", "rouge_score", "bitsandbytes", "sentencepiece"}
 # the Trainer stack (transformers.trainer, accelerate): imported where a task trains, not to check its flags
-LAZY_MODULES = {"rkif.loop", "rkif.trainer"}
+LAZY_MODULES = {"rkif.loop", "rkif.kif_trainer"}
 
 
 def modules(package=PACKAGE):
@@ -98,7 +98,7 @@ def test_checking_a_training_command_s_flags_does_not_load_the_trainer():
     import subprocess
     import sys
 
-    code = ("import sys, rkif.commands; heavy = {'transformers.trainer', 'rkif.loop', 'rkif.trainer', 'datasets'}; "
+    code = ("import sys, rkif.commands; heavy = {'transformers.trainer', 'rkif.loop', 'rkif.kif_trainer', 'datasets'}; "
             "print(sorted(heavy & set(sys.modules)))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -22,7 +22,7 @@ generate_avgperf_t5 = generation_command(T5, "avgPerf")
 from rkif.scoring import evaluate
 from rkif.run_folders import adapter_dir
 from rkif.loop import FeatureList
-from rkif.trainer import RecurrentKIFTrainer
+from rkif.kif_trainer import RecurrentKIFTrainer
 
 llama_main = entry_points.train_llama
 

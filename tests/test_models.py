@@ -1,10 +1,10 @@
-"""The training precision per backbone and device (one resolver, rkif.models), TF32, and --report_to."""
+"""The training precision per backbone and device (one resolver, rkif.base_model), TF32, and --report_to."""
 
 import pytest
 import torch
 
 from rkif.errors import InputError
-from rkif.models import check_tf32, training_precision
+from rkif.base_model import check_tf32, training_precision
 from rkif.training import parse_report_to
 
 

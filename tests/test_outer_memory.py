@@ -10,7 +10,7 @@ import torch
 
 from conftest import cli_args
 from rkif.commands import entry_points
-from rkif.trainer import RecurrentKIFTrainer
+from rkif.kif_trainer import RecurrentKIFTrainer
 
 main = entry_points.train_t5
 

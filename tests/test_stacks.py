@@ -60,7 +60,7 @@ def test_gradients_are_the_released_mean_over_each_micro_batch_divided_by_the_ac
     """Two examples with different numbers of label tokens, one per micro-batch, accumulation 2: the inner
     importance sees the gradient of (mean loss of one + mean loss of the other) / 2, as 4.28.1 computed it.
     transformers 5.x by itself would normalise by the label tokens of the whole window (num_items_in_batch)."""
-    from rkif.trainer import RecurrentKIFTrainer
+    from rkif.kif_trainer import RecurrentKIFTrainer
 
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     records = [{"input": "weather today: sunny", "output": "sunny"},
@@ -208,7 +208,7 @@ def test_a_gguf_file_trains_and_generates_through_the_scripts(tiny_gguf, bench_d
 
 @current_only
 def test_a_missing_gguf_file_is_one_error_line(tmp_path):
-    from rkif.models import check_base_model
+    from rkif.base_model import check_base_model
 
     with pytest.raises(InputError, match="GGUF file .*absent.gguf does not exist"):
         check_base_model(str(tmp_path / "absent.gguf"))

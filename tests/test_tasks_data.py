@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from rkif.data import load_records
+from rkif.task_files import load_records
 from rkif.errors import InputError
 from rkif.tasks import TASK_ORDERS, check_task_id, resolve_order
 

@@ -4,10 +4,10 @@ import transformers
 from peft import LoraConfig, TaskType, get_peft_model
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
-from rkif.data import load_records, task_file
+from rkif.task_files import load_records, task_file
 from rkif.seq2seq import tokenize_seq2seq
 from rkif.settings import KIFConfig
-from rkif.trainer import RecurrentKIFTrainer
+from rkif.kif_trainer import RecurrentKIFTrainer
 
 
 def make_trainer(tiny_t5, bench_dir, tmp_path, *, memory=True, K=3, M=2, accumulation=1, micro=2, epochs=1,

@@ -2,8 +2,8 @@
 
 The algorithm lives in small modules that tests can call without a model:
 importance (sensitivity x uncertainty tracker), fusion (global mask, four-case fusion),
-memory (replay buffer), tasks (task orders), data (loading and validation).
-trainer.py wires them into a transformers.Trainer subclass.
+memory (replay buffer), tasks (task orders), task_files (loading and validation).
+kif_trainer.py wires them into a transformers.Trainer subclass.
 """
 
 __version__ = "0.1.0"

@@ -18,7 +18,7 @@ from . import compat
 from .causal import (causal_predictor_factory, check_chat_template, check_long_prompts, check_template, load_tokenizer,
                      long_prompt_report, tokenize_causal)
 from .errors import InputError
-from .models import load_pretrained
+from .base_model import load_pretrained
 from .seq2seq import seq2seq_predictor_factory, tokenize_seq2seq
 from .settings import LlamaSettings, T5Settings
 

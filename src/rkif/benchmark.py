@@ -14,7 +14,7 @@ import json
 import os
 import random
 
-from .data import read_json
+from .task_files import read_json
 from .errors import InputError
 from .settings import RunSettings
 

@@ -9,8 +9,8 @@ from transformers import AutoModelForCausalLM
 from .compat import causal_pad_id, causal_tokenizer_class, dense_model, model_load_kwargs, pretrained_source
 from .errors import InputError
 from .generation_memory import add_memory_budget
-from .models import load_pretrained
-from .numerics import assemble, generation_numerics
+from .base_model import load_pretrained
+from .generation_precision import assemble, generation_numerics
 from .settings import GenerationSettings, LlamaSettings
 
 PROMPT_WITH_INPUT = (
@@ -234,7 +234,7 @@ def pad_id(tokenizer):
 
 
 def load_causal_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
-    """(model, tokenizer, device): base + adapter as rkif.numerics says for this precision and device."""
+    """(model, tokenizer, device): base + adapter as rkif.generation_precision says for this precision and device."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     numerics = generation_numerics(precision, device, "llama")
     tokenizer = load_tokenizer(base_model, cache_dir)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 
 from .backbones import LLAMA, T5
-from .command_line import run
+from .cli_runner import run
 from .demo import demo
 from .generate import generation_command
 from .pipeline import run_order

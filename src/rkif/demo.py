@@ -22,7 +22,7 @@ import os
 import sys
 
 from .compat import STACK, STACK_SUFFIX
-from .data import read_json
+from .task_files import read_json
 from .errors import InputError
 from .pipeline import run_order
 from .run_folders import order_summary_name

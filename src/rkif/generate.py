@@ -4,13 +4,13 @@
 
 avgPerf: the adapter after the last task on every task; bwt: the adapter after task i on task i (or
 with --matrix every R[t][i], i <= t). Where the files go and how an interrupted file resumes is
-rkif.evaluation; the backbone (rkif.backbones) supplies the predictor.
+rkif.prediction_folders; the backbone (rkif.backbones) supplies the predictor.
 """
 
 from .backbones import LENGTH_FLAGS
-from .evaluation import run_generation
+from .prediction_folders import run_generation
 from .methods import METHOD_NAMES, check_kind
-from .models import check_base_model
+from .base_model import check_base_model
 from .recipes import check_recipe, recipe_values
 from .settings import BWTSettings, GenerationSettings, RunSettings, command
 from .tasks import resolve_order

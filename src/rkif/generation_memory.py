@@ -63,7 +63,7 @@ def memory_budget(memory_gb, device):
 
 
 def batch_fits(config, dtype_bytes, new_tokens, budget):
-    """fits(batch_size, longest_input_tokens) for rkif.generation.budget_batches; None without a budget."""
+    """fits(batch_size, longest_input_tokens) for rkif.prediction_files.budget_batches; None without a budget."""
     if budget is None:
         return None
 

@@ -14,9 +14,9 @@ import sys
 
 from .adapters import adapter_exists
 from .run_folders import adapter_dir, run_dir
-from .data import read_json
+from .task_files import read_json
 from .errors import InputError
-from .evaluation import generation_jobs, prediction_dir, prediction_file
+from .prediction_folders import generation_jobs, prediction_dir, prediction_file
 from .folder_lock import lock_holder
 from .methods import get_method, prediction_kinds
 from .recipes import recipe_values

@@ -5,7 +5,7 @@ Users of the classic workflow (patches/) call
                          empty_inner_score_flag=..., empty_outer_score_flag=..., outer_iterations=...)
 with transformers.TrainingArguments(..., inner_iterations=..., train_batch_size_outer=...).
 KeywordAPIMixin turns those keywords into a KIFConfig and a memory dataset; the loop is
-rkif.loop.RecurrentKIFMixin, exactly as in rkif.trainer.RecurrentKIFTrainer.
+rkif.loop.RecurrentKIFMixin, exactly as in rkif.kif_trainer.RecurrentKIFTrainer.
 """
 
 import os

@@ -1,7 +1,7 @@
 """The Recurrent-KIF inner/outer loop (docs/design.md, section 4) as a mixin for transformers.Trainer.
 
 It is a mixin, importing nothing from transformers.trainer, so that both the Trainer subclass
-(rkif.trainer) and the patched transformers.Trainer of patches/ use this one implementation.
+(rkif.kif_trainer) and the patched transformers.Trainer of patches/ use this one implementation.
 The ordinary training loop is the inner loop. Two hooks into the stock 4.28.1 loop suffice:
 - an optimizer step post-hook updates the inner importance tracker after every optimizer
   step, while the accumulated, clipped gradients are still there (the Trainer zeroes them

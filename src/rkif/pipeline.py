@@ -14,15 +14,15 @@ import torch
 
 from .adapters import adapter_exists
 from .backbones import get_backbone
-from .data import read_json
+from .task_files import read_json
 from .errors import InputError
-from .evaluation import free_accelerator_memory
+from .prediction_folders import free_accelerator_memory
 from .folder_lock import hold_folder
 from .generate import generate
 from .generation_memory import memory_budget
 from .methods import METHOD_NAMES, METHODS, get_method, prediction_kinds
 from .metrics import shown, write_report
-from .numerics import generation_numerics
+from .generation_precision import generation_numerics
 from .plots import plot_matrices
 from .recipes import DEFAULT_RECIPE, check_recipe
 from .run_folders import adapter_dir, order_summary_name, prediction_dir, run_dir

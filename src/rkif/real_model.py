@@ -20,9 +20,9 @@ import time
 
 from .causal import causal_predictor_factory
 from .compat import check_gguf
-from .data import load_records, read_json
+from .task_files import load_records, read_json
 from .errors import InputError
-from .generation import write_predictions
+from .prediction_files import write_predictions
 from .metrics import accuracy, shown
 from .pipeline import run_order
 from .tasks import resolve_order

@@ -7,7 +7,7 @@ written beside the predictions as metrics.json / metrics.csv (and the matrix as 
 import os
 
 from .errors import InputError
-from .evaluation import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, read_generation_info
+from .prediction_folders import evaluate_avgperf, evaluate_bwt, evaluate_matrix, prediction_dir, read_generation_info
 from .methods import METHOD_NAMES, check_kind
 from .metrics import shown, write_report
 from .plots import plot_matrices

@@ -5,8 +5,8 @@ from transformers import AutoModelForSeq2SeqLM, AutoTokenizer
 
 from .compat import model_load_kwargs
 from .generation_memory import add_memory_budget
-from .models import load_pretrained
-from .numerics import assemble, generation_numerics
+from .base_model import load_pretrained
+from .generation_precision import assemble, generation_numerics
 from .settings import GenerationSettings
 
 
@@ -23,7 +23,7 @@ def tokenize_seq2seq(records, tokenizer, max_input_length, max_target_length):
 
 
 def load_seq2seq_for_generation(base_model, adapter_dir, precision="auto", cache_dir=None):
-    """(model, tokenizer, device): base + adapter as rkif.numerics says for this precision and device."""
+    """(model, tokenizer, device): base + adapter as rkif.generation_precision says for this precision and device."""
     device = "cuda" if torch.cuda.is_available() else "cpu"
     numerics = generation_numerics(precision, device, "t5")
     tokenizer = load_pretrained(AutoTokenizer.from_pretrained, base_model, cache_dir=cache_dir)
@@ -47,7 +47,7 @@ def greedy_seq2seq(model, tokenizer, device, texts, max_input_length=None, max_l
 def seq2seq_predictor_factory(base_model, precision="auto", cache_dir=None, max_input_length=1024,
                               max_length=GenerationSettings.max_length,
                               truncate_inputs=GenerationSettings.truncate_inputs, memory_gb=0.0):
-    """make_predictor(adapter_dir) -> predict(records) for rkif.evaluation.run_generation.
+    """make_predictor(adapter_dir) -> predict(records) for rkif.prediction_folders.run_generation.
 
     Inputs are fed whole unless truncate_inputs (then cut at max_input_length). predict.lengths
     gives the records' input lengths in tokens and predict.training_cutoff the training cut

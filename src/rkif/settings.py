@@ -151,7 +151,7 @@ class GenerationSettings:
     batch_size: int = setting(32, "the most test examples per generation batch (fewer where long inputs would "
                                   "pass --generation_memory_gb)")
     precision: str = setting("auto", "auto (= fp32, LoRA merged: keeps small updates) | fp32 | bf16 | fp16 | "
-                                     "bf16_merged | released (see rkif/numerics.py, docs/evaluation.md)")
+                                     "bf16_merged | released (see rkif/generation_precision.py, docs/evaluation.md)")
     truncate_inputs: bool = setting(False, "cut test inputs at the training cutoff (default: fed whole, as released)")
     max_length: int = setting(128, "T5: the longest prediction, in tokens")
     max_new_tokens: int = setting(128, "LLaMA: the longest response, in tokens")
@@ -226,7 +226,7 @@ def help_lines(groups, drop=()):
 
 
 def command(body, groups, *, name, doc, defaults=None, drop=(), more_flags=False, choices=None):
-    """A function whose keyword flags are the groups' fields (fire and rkif.command_line read its signature);
+    """A function whose keyword flags are the groups' fields (fire and rkif.cli_runner read its signature);
     called, it hands body one dict of every flag's value, defaults filled in. more_flags: it also takes
     **flags, checked by body (the pipeline passes them on to training). choices: {flag: its values}, added
     to its help (the registries that settings.py, importing nothing, cannot read)."""

@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 
 from .adapters import ADAPTER_WEIGHTS, adapter_exists
-from .data import check_task_records, load_records, task_file
+from .task_files import check_task_records, load_records, task_file
 from .errors import InputError
 from .memory import build_memory_buffer, validation_set
 from .methods import get_method

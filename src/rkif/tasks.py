@@ -3,7 +3,7 @@
 import os
 import sys
 
-from .data import read_json
+from .task_files import read_json
 from .errors import InputError
 
 TASK_ORDERS = {

@@ -18,7 +18,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast, T5Config, T5ForConditionalGeneration
 
 from .causal import alpaca_prompt
-from .command_line import run
+from .cli_runner import run
 from .compat import TINY_CAUSAL_TOKENIZER, t5_tokenizer_from_sentencepiece
 from .errors import InputError
 

@@ -28,14 +28,14 @@ from .adapters import adapter_exists, save_adapter_atomically
 from .backbones import BACKBONES
 from .checkpoints import (check_world_size, checkpoint_folders, incomplete_reason, newest_complete_checkpoint,
                           resume_hint)
-from .command_line import in_range, non_negative, positive
+from .cli_runner import in_range, non_negative, positive
 from .compat import training_arguments
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
 from .lora import parse_target_modules
 from .methods import METHOD_NAMES, get_method, setting_groups
 from .methods.ewc import FISHER_ESTIMATES
-from .models import check_base_model, check_tf32, training_precision
+from .base_model import check_base_model, check_tf32, training_precision
 from .plain_data import check_plain
 from .recipes import apply_recipe
 from .run_info import run_info_json
@@ -274,7 +274,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     # the Trainer stack (transformers.trainer, accelerate, the loop): a second of imports that checking a
     # command's flags, --help and the other commands do without
     from .loop import FeatureList
-    from .trainer import RecurrentKIFTrainer
+    from .kif_trainer import RecurrentKIFTrainer
 
     fp16, bf16 = training_precision(training.precision, backbone.name)
     # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,

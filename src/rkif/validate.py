@@ -13,7 +13,7 @@ import glob
 import os
 from collections import Counter
 
-from .data import duplicate_ids, empty_outputs, load_records, outside_options
+from .task_files import duplicate_ids, empty_outputs, load_records, outside_options
 from .errors import InputError
 
 SPLITS = ("train", "dev", "test")

@@ -16,10 +16,10 @@ import sys
 import torch
 
 from .adapters import adapter_exists
-from .data import check_task_records, load_records, task_file
+from .task_files import check_task_records, load_records, task_file
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
-from .generation import PARTIAL, write_predictions
+from .prediction_files import PARTIAL, write_predictions
 from .metrics import backward_transfer, matrix_metrics, missed_by_released_rule, overall_performance, score
 from .predictions import RELEASED, check_complete, check_released_order, read_predictions
 from .run_folders import DEFAULT_RECIPE, DEFAULT_SEED, adapter_dir, prediction_dir

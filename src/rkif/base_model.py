@@ -1,5 +1,5 @@
 """Loading a base model: the folder check, from_pretrained with errors a user can act on, and the one
-resolver of training precision for both backbones (generation's is rkif.numerics)."""
+resolver of training precision for both backbones (generation's is rkif.generation_precision)."""
 
 import os
 
