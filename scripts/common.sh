@@ -60,7 +60,7 @@ test_grid() {
     flags=(--base_model "$BASE_MODEL" --dataset_id "$dataset_id" --method_name "$METHOD"
            --data_dir "$DATA_DIR" --output_path "$OUTPUT_PATH" --seed "$SEED" --recipe "$RECIPE")
     for g in "${generators[@]}"; do
-      "$PYTHON" "$g" "${flags[@]}" --batch_size "$BATCH_SIZE" "$@"
+      "$PYTHON" "$g" "${flags[@]}" --gen_batch_size "$BATCH_SIZE" "$@"
     done
     "$PYTHON" "src/eval_$kind.py" "${flags[@]}"
   done

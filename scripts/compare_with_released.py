@@ -195,7 +195,7 @@ def compare_generation(backbone, repo, site, env, model, dataset_id, order_name,
                           str(dataset_id), "--method_name", "RKIF"], repo, f"{site}{os.pathsep}{repo}"),
             ("ours", [sys.executable, os.path.join(ROOT, our_script), "--base_model", model, "--dataset_id",
                       str(dataset_id), "--method_name", "RKIF", "--data_dir", data, "--output_path", ours_out,
-                      "--precision", "fp32", cutoff_flag, str(cutoff), "--batch_size", "8"], ROOT, "")):
+                      "--gen_precision", "fp32", cutoff_flag, str(cutoff), "--gen_batch_size", "8"], ROOT, "")):
         p = subprocess.run(cmd, cwd=cwd, env={**env, "PYTHONPATH": pythonpath}, capture_output=True, text=True)
         if p.returncode != 0:
             sys.exit(f"error: the {side} generator failed:\n{p.stderr[-3000:]}")

@@ -55,7 +55,7 @@ def run_cli(tiny_t5, bench_dir, out, method, tasks=(0, 1), **extra):
 def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(tiny_t5, bench_dir, tmp_path):
     from rkif.backbones import T5
     from rkif.methods import get_method
-    from rkif.settings import OLoRASettings, TrainingSettings
+    from rkif.settings import EWCSettings, KIFConfig, OLoRASettings, RunSettings, Settings, TrainingSettings
     from rkif.training import BatchShape, LoRAShape, train_and_save
 
     out = str(tmp_path / "out")
@@ -67,12 +67,13 @@ def test_olora_freezes_the_earlier_branch_and_saves_a_standard_rank_2r_adapter(t
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     model, extra_loss = get_method("OLoRA").build(
         AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan, LoRAShape(8, 32, 0.05, ["q", "v"], "SEQ_2_SEQ_LM"),
-        {OLoRASettings: OLoRASettings(lambda_orth=0.5, lambda_l2=0.0)})
+        Settings([OLoRASettings(lambda_orth=0.5, lambda_l2=0.0)]))
     collate = DataCollatorForSeq2Seq(tok, pad_to_multiple_of=8, padding=True, return_tensors="pt")
     trainer = train_and_save(plan=plan, model=model, features=lambda rs: tokenize_seq2seq(rs, tok, 128, 16),
-                             data_collator=collate, kif=None, settings={"seed": 42, "ewc_fisher": "per_example"},
-                             training=TrainingSettings(num_epochs=2, learning_rate=1e-2, warmup_steps=1,
-                                                       lr_scheduler_type="linear", eval_steps=100, logging_steps=100),
+                             data_collator=collate, settings=Settings([
+                                 RunSettings(method_name="OLoRA"), KIFConfig(), EWCSettings(),
+                                 TrainingSettings(num_epochs=2, learning_rate=1e-2, warmup_steps=1,
+                                                  lr_scheduler_type="linear", eval_steps=100, logging_steps=100)]),
                              batches=BatchShape(2, 2, 1), backbone=T5, resume_from_checkpoint=None, started=0.0,
                              extra_loss=extra_loss)
     old, new = torch.load(os.path.join(first, "adapter_model.bin")), torch.load(os.path.join(second,

@@ -233,7 +233,7 @@ def test_fp16_fisher_leaves_out_no_chunk_at_the_largest_scale_training_backs_thr
     that EWC's end_of_task computes overflows nowhere (no chunk redone or left out) and matches fp32's.
     Multiplying each example's loss by training's scale overflowed: every chunk left out, all zeros."""
     from rkif.methods import get_method
-    from rkif.settings import EWCSettings
+    from rkif.settings import EWCSettings, Settings
 
     model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
     features, collate = t5_features(tiny_t5, bench_dir, n=8)
@@ -254,7 +254,7 @@ def test_fp16_fisher_leaves_out_no_chunk_at_the_largest_scale_training_backs_thr
     capsys.readouterr()
     path = os.path.join(os.path.dirname(tiny_t5), "ewc_state_fp16.pt")
     get_method("EWC").end_of_task(trainer, SimpleNamespace(previous_adapter=None), features, micro_batch,
-                                  {EWCSettings: EWCSettings(ewc_fisher="per_example")})[ewc.EWC_STATE](path)
+                                  Settings([EWCSettings(ewc_fisher="per_example")]))[ewc.EWC_STATE](path)
     assert capsys.readouterr().err == ""  # no overflow, nothing left out
     fisher = torch.load(path)["fisher"]
     for n in params:
@@ -267,7 +267,7 @@ def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_di
     """EWC's end_of_task: under the default estimate the saved Fisher is the same whether examples pass
     one, two or eight at a time (the chunk set to the micro-batch), unlike the batch estimate's."""
     from rkif.methods import get_method
-    from rkif.settings import EWCSettings
+    from rkif.settings import EWCSettings, Settings
 
     model = lora_model(AutoModelForSeq2SeqLM, tiny_t5, ["q", "v"], "SEQ_2_SEQ_LM")
     features, collate = t5_features(tiny_t5, bench_dir, n=12)
@@ -278,7 +278,7 @@ def test_ewc_state_is_the_same_for_micro_batch_sizes_1_2_and_8(tiny_t5, bench_di
 
     def saved_fisher(micro_batch_size, estimate, path):
         files = get_method("EWC").end_of_task(trainer, plan, features, micro_batch_size,
-                                              {EWCSettings: EWCSettings(ewc_fisher=estimate)})
+                                              Settings([EWCSettings(ewc_fisher=estimate)]))
         files[ewc.EWC_STATE](path)
         return torch.load(path)["fisher"]
 

@@ -29,7 +29,8 @@ from rkif.importance import ImportanceTracker
 from rkif.lora import new_lora_model
 from rkif.loop import KIF_STATE, RecurrentKIFMixin
 from rkif.methods import get_method
-from rkif.training import LoRAShape, method_groups
+from rkif.settings import built
+from rkif.training import TRAIN, LoRAShape
 
 SETTINGS = {"lambda_orth": 0.5, "lambda_l2": 0.1, "ewc_lambda": 100.0, "ewc_fisher": "per_example"}
 
@@ -83,7 +84,7 @@ def set_up(method, tiny_t5, previous):
     plan = types.SimpleNamespace(task_id=1, previous_adapter=previous)
     m = get_method(method)
     return m.build(AutoModelForSeq2SeqLM.from_pretrained(tiny_t5), plan,
-                   LoRAShape(4, 8, 0.0, ["q", "v"], TaskType.SEQ_2_SEQ_LM), method_groups(m, SETTINGS))
+                   LoRAShape(4, 8, 0.0, ["q", "v"], TaskType.SEQ_2_SEQ_LM), built(TRAIN["t5"].groups, SETTINGS))
 
 
 @pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])

@@ -169,8 +169,12 @@ CASES = {
 }
 
 
-def test_bad_training_flags_table(bench_dir, tiny_t5, tmp_path):
-    argvs = []
+# rows also run as real processes: the exit status, the one `error:` line and no traceback as a user sees them
+IN_A_PROCESS = ("misspelled flag", "surplus positional", "malformed JSON", "bad quantile")
+
+
+def _table_argvs(bench_dir, tiny_t5, tmp_path):
+    argvs = {}
     for n, name in enumerate(sorted(CASES)):
         prepare, _ = CASES[name]
         case_dir = tmp_path / f"case{n}"
@@ -182,14 +186,32 @@ def test_bad_training_flags_table(bench_dir, tiny_t5, tmp_path):
         args = cli_args(tiny_t5, data, str(case_dir / "out"), flags.pop("task_id"), **flags)
         if flags.get("resume_from_checkpoint") is True:
             args = [a for a in args if not a.startswith("--resume_from_checkpoint")] + ["--resume_from_checkpoint"]
-        argvs.append([os.path.join(ROOT, "src", "finetune_KIF_t5lora.py"), *args, *([extra] if extra else [])])
-    for n, (name, p) in enumerate(zip(sorted(CASES), _in_parallel(argvs))):
-        message = CASES[name][1]
-        assert p.returncode == 2, (name, p.stderr[-1500:])
-        errors = [line for line in p.stderr.splitlines() if line.startswith("error: ")]
-        assert len(errors) == 1 and message in errors[0], (name, p.stderr[-1500:])
-        assert "Traceback" not in p.stderr, name
-        assert not os.path.exists(tmp_path / f"case{n}" / "out"), name
+        argvs[name] = (case_dir, [*args, *([extra] if extra else [])])
+    return argvs
+
+
+def _check_row(name, returncode, stderr, case_dir):
+    assert returncode == 2, (name, stderr[-1500:])
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and CASES[name][1] in errors[0], (name, stderr[-1500:])
+    assert "Traceback" not in stderr, name
+    assert not os.path.exists(case_dir / "out"), name
+
+
+def test_bad_training_flags_table(bench_dir, tiny_t5, tmp_path, capsys):
+    """Each row through the script's own entry point, in this process (one process per row took 3 minutes of
+    imports); a few rows again as real processes."""
+    from rkif.commands import entry_points
+
+    argvs = _table_argvs(bench_dir, tiny_t5, tmp_path)
+    for name, (case_dir, args) in argvs.items():
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            entry_points.train_t5(args)
+        _check_row(name, e.value.code, capsys.readouterr().err, case_dir)
+    script = os.path.join(ROOT, "src", "finetune_KIF_t5lora.py")
+    for name, p in zip(IN_A_PROCESS, _in_parallel([[script, *argvs[name][1]] for name in IN_A_PROCESS])):
+        _check_row(name, p.returncode, p.stderr, argvs[name][0])
     assert json.load(open(os.path.join(bench_dir, "order.json")))  # the fixture itself untouched
 
 

@@ -121,7 +121,7 @@ def test_full_disk_while_writing_predictions(tiny_t5, bench_dir, tmp_path):
     save_adapter(model, adapter_dir(out, tiny_t5, "RKIF", "order", 2, "food"))
     cmd = [sys.executable, os.path.join(ROOT, "src", "generate_avgPerf_t5lora.py"), f"--base_model={tiny_t5}",
            f"--dataset_id={os.path.join(bench_dir, 'order.json')}", f"--data_dir={bench_dir}", f"--output_path={out}",
-           "--batch_size=2", "--max_length=8", "--precision=fp32"]
+           "--gen_batch_size=2", "--max_length=8", "--gen_precision=fp32"]
 
     def limited():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

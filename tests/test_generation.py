@@ -93,11 +93,11 @@ def test_generation_numerics_per_precision_and_device(monkeypatch):
     assert generation_numerics("auto", "cuda", "t5") == GenerationNumerics("float32", merge=True)
     assert generation_numerics("fp16", "cuda", "llama") == GenerationNumerics("float16", merge=False)
     for precision in ("bf16", "bf16_merged"):  # as training refuses it there
-        with pytest.raises(InputError, match=f"--precision {precision}: this GPU has no bfloat16 support"):
+        with pytest.raises(InputError, match=f"--gen_precision {precision}: this GPU has no bfloat16 support"):
             generation_numerics(precision, "cuda", "t5")
     with pytest.raises(InputError, match="released numerics are those of the T5 generator"):
         generation_numerics("released", "cuda", "llama")
-    with pytest.raises(InputError, match="--precision must be one of"):
+    with pytest.raises(InputError, match="--gen_precision must be one of"):
         generation_numerics("int8", "cpu", "t5")
 
 
@@ -314,6 +314,6 @@ def test_the_pipeline_refuses_bad_generation_settings_before_training(tiny_t5, b
         run_order(**flags, generation_memory_gb=-1.0)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda: False)
-    with pytest.raises(InputError, match="--precision bf16: this GPU has no bfloat16 support"):
-        run_order(**flags, precision="bf16")
+    with pytest.raises(InputError, match="--gen_precision bf16: this GPU has no bfloat16 support"):
+        run_order(**flags, gen_precision="bf16")
     assert not (tmp_path / "out").exists()  # nothing trained

@@ -104,8 +104,13 @@ def test_checking_a_training_command_s_flags_does_not_load_the_trainer():
     assert out.strip() == "[]"
 
 
-def test_settings_imports_nothing_from_the_package():
-    assert [t for targets, _, _ in imports("rkif.settings", modules()["rkif.settings"]) for t in targets
+def test_settings_imports_nothing_from_the_package_but_its_error_class():
+    """settings.py imports rkif.errors (InputError, which its groups raise) and nothing else of the package;
+    rkif.errors imports nothing of the package."""
+    found = modules()
+    assert {t for targets, _, _ in imports("rkif.settings", found["rkif.settings"]) for t in targets
+            if t.split(".")[0] == "rkif"} == {"rkif.errors", "rkif.errors.InputError"}
+    assert [t for targets, _, _ in imports("rkif.errors", found["rkif.errors"]) for t in targets
             if t.split(".")[0] == "rkif"] == []
 
 

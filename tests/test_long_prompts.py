@@ -256,8 +256,8 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
     save_adapter(model, adapter_dir(out, tiny_t5, "RKIF", "order", len(tasks) - 1, tasks[-1]))
     tok = AutoTokenizer.from_pretrained(tiny_t5)
     cutoff = 12
-    common = dict(base_model=tiny_t5, dataset_id=order, method_name="RKIF", data_dir=bench_dir, batch_size=4,
-                  max_input_length=cutoff, max_length=8, precision="fp32")
+    common = dict(base_model=tiny_t5, dataset_id=order, method_name="RKIF", data_dir=bench_dir, gen_batch_size=4,
+                  max_input_length=cutoff, max_length=8, gen_precision="fp32")
     import shutil
 
     shutil.copytree(out, out + "_cut")
@@ -279,7 +279,7 @@ def test_t5_generation_feeds_whole_inputs_and_counts_long_ones(tiny_t5, bench_di
             expect = released_t5_answer(tok, merged.generate(**enc, max_length=8)[0])
         assert preds[r] == expect
     assert n_long > 0
-    cut_dir = generate_avgperf_t5(output_path=out + "_cut", truncate_inputs=True, **{**common, "batch_size": 1})
+    cut_dir = generate_avgperf_t5(output_path=out + "_cut", truncate_inputs=True, **{**common, "gen_batch_size": 1})
     test = json.load(open(os.path.join(bench_dir, "test", f"{tasks[0]}_T5.json")))
     preds = [json.loads(line)["pred"] for line in open(os.path.join(cut_dir, f"0-{tasks[0]}.jsonl"))]
     with torch.no_grad():

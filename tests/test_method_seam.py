@@ -79,8 +79,8 @@ class LogitPenalty(Method):
     name = "LogitPenalty"
     calls = []
 
-    def build(self, base, plan, lora, groups):
-        model, _ = super().build(base, plan, lora, groups)
+    def build(self, base, plan, lora, settings):
+        model, _ = super().build(base, plan, lora, settings)
 
         def extra_loss(model, inputs, outputs):
             self.calls.append((inputs["labels"].shape, tuple(outputs.logits.shape)))

@@ -147,16 +147,19 @@ def test_pipeline_rejects_unknown_flags_and_methods(tiny_t5, bench_dir, tmp_path
     assert not os.path.exists(tmp_path / "o")
 
 
-def test_train_only_hands_precision_to_training_and_refuses_flags_it_sets(tiny_t5, bench_dir, tmp_path):
-    """The training grids run the pipeline with --train_only: their --precision is the training precision
-    (bf16 needs a GPU, refused here before anything loads), and flags the pipeline sets per task are refused."""
+def test_the_pipeline_hands_precision_to_training_and_refuses_flags_it_sets(tiny_t5, bench_dir, tmp_path):
+    """--precision is the training precision, with --train_only (the training grids) or without (bf16 needs a
+    GPU, refused here before anything loads; generation's is --gen_precision), and flags the pipeline sets per
+    task are refused."""
     from rkif.errors import InputError
 
     order = os.path.join(bench_dir, "order.json")
     common = dict(base_model=tiny_t5, dataset_id=order, data_dir=bench_dir, output_path=str(tmp_path / "out"),
                   train_only=True)
-    with pytest.raises(InputError, match="--precision bf16 needs a GPU"):
-        run_order(precision="bf16", **common)
+    for train_only in (True, False):
+        with pytest.raises(InputError, match="--precision bf16 needs a GPU"):
+            run_order(precision="bf16", **{**common, "train_only": train_only})
+    assert not (tmp_path / "out").exists()
     for flag, value in (("method_name", "SeqLoRA"), ("task_id", 1)):
         with pytest.raises(InputError, match=f"--{flag}: the pipeline sets it for every task"):
             run_order(**common, **{flag: value})

@@ -9,7 +9,10 @@ from conftest import TASKS, cli_args
 from rkif.commands import entry_points
 from rkif.run_folders import adapter_dir
 from rkif.methods import get_method
+from rkif.errors import InputError
 from rkif.recipes import RKIF, apply_recipe, benchmark_of, recipe_values
+from rkif.settings import built
+from rkif.training import TRAIN
 from rkif.tasks import TASK_ORDERS
 
 main = entry_points.train_t5
@@ -46,14 +49,23 @@ def test_standard_orders_and_custom_orders_take_the_standard_weights_and_incLoRA
 
 
 def test_explicit_flags_win_and_the_record_says_which_the_recipe_set():
-    settings = {f: None for f in RKIF["t5"]}
-    settings.update(recipe="olora", learning_rate=5e-4, task_id=1, method_name="OLoRA")
+    settings = built(TRAIN["t5"].groups, dict(recipe="olora", learning_rate=5e-4, task_id=1, method_name="OLoRA"))
     resolved, record = apply_recipe(settings, "t5", TASK_ORDERS[4])
-    assert resolved["learning_rate"] == 5e-4 and record["overridden"] == {"learning_rate": 5e-4}
+    assert resolved.training.learning_rate == 5e-4 and record["overridden"] == {"learning_rate": 5e-4}
+    assert resolved.training.lr_scheduler_type == "constant" and resolved.olora.lambda_orth == 0.5
+    assert settings.training.lr_scheduler_type is None  # settings are never changed in place
     assert record["set"]["lr_scheduler_type"] == "constant" and "learning_rate" not in record["set"]
     assert record["name"] == "olora" and record["benchmark"] == "standard"
-    resolved, record = apply_recipe({f: None for f in RKIF["llama"]}, "llama")
-    assert resolved["recipe"] == "rkif" and record["set"] == RKIF["llama"] and resolved["cutoff_len"] == 512
+    resolved, record = apply_recipe(built(TRAIN["llama"].groups, {}), "llama")
+    assert resolved.run.recipe == "rkif" and record["set"] == RKIF["llama"] and resolved.llama.cutoff_len == 512
+
+
+def test_a_recipe_value_is_checked_like_a_flag(monkeypatch):
+    """The groups check each value when they are rebuilt with the recipe's, so a bad recipe table is refused
+    with the flag's own message."""
+    monkeypatch.setitem(RKIF, "t5", {**RKIF["t5"], "lora_dropout": 1.5})
+    with pytest.raises(InputError, match=r"--lora_dropout: must be in \[0, 1\), got 1.5"):
+        apply_recipe(built(TRAIN["t5"].groups, {}), "t5")
 
 
 def test_an_unknown_recipe_is_refused_by_name(tiny_t5, bench_dir, tmp_path, capsys):

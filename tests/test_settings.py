@@ -10,7 +10,9 @@ from rkif.backbones import LLAMA, T5
 from rkif.commands import COMMANDS
 from rkif.compat import training_argument
 from rkif.recipes import RECIPE_FLAGS
-from rkif.settings import KIFConfig, TrainingSettings, command, default, help_lines, pick
+from rkif.errors import InputError
+from rkif.settings import (EWCSettings, KIFConfig, LoRASettings, Settings, TrainingSettings, built, command,
+                           default, help_lines)
 from rkif.training import BatchShape, trainer_arguments
 
 
@@ -23,18 +25,49 @@ def defaults(fn):
     return {n: p.default for n, p in inspect.signature(fn).parameters.items()}
 
 
-def test_a_command_takes_every_declared_field_with_its_default_and_hands_over_one_dict():
+def test_a_command_takes_every_declared_field_with_its_default_and_hands_over_its_groups():
     seen = []
     fn = command(seen.append, (KIFConfig, (TrainingSettings, ["task_id", "max_steps"])), name="f", doc="Doc.",
                  defaults={"quantile": 0.5})
     assert list(inspect.signature(fn).parameters) == [f.name for f in fields(KIFConfig)] + ["task_id", "max_steps"]
     fn(beta1=0.5, task_id=3)
-    assert seen[0]["beta1"] == 0.5 and seen[0]["task_id"] == 3 and seen[0]["quantile"] == 0.5
-    assert seen[0]["beta2"] == default(KIFConfig, "beta2") and seen[0]["max_steps"] == -1
+    settings = seen[0]
+    assert settings.kif == KIFConfig(beta1=0.5, quantile=0.5)  # typed: read as settings.kif.quantile
+    assert settings.training.task_id == 3 and settings.training.max_steps == -1
+    assert settings.kif.beta2 == default(KIFConfig, "beta2")
+    assert list(settings.values())[:2] == ["inner_iterations", "outer_iterations"]  # the flags' order
     with pytest.raises(TypeError):
         fn(no_such_flag=1)
+    with pytest.raises(AttributeError, match="no 'lora' group"):
+        settings.lora
     assert "    quantile: one global threshold" in fn.__doc__  # the help fire shows beside each flag
-    assert pick(KIFConfig, seen[0]) == KIFConfig(beta1=0.5, quantile=0.5)
+
+
+@pytest.mark.parametrize("group,values,message", [
+    (KIFConfig, {"quantile": 1.5}, "--quantile must be in [0, 1], got 1.5"),
+    (TrainingSettings, {"lr_scheduler_type": "exp"}, "--lr_scheduler_type: expected one of"),
+    (TrainingSettings, {"num_epochs": 0}, "--num_epochs 0 with --max_steps -1: no training step would happen"),
+    (TrainingSettings, {"max_steps": -2}, "--max_steps: must be >= 0, got -2"),
+    (LoRASettings, {"lora_r": 2.5}, "--lora_r: expected an integer, got 2.5"),
+    (EWCSettings, {"ewc_fisher": "diagonal"}, "--ewc_fisher: expected one of ('per_example', 'batch')"),
+])
+def test_a_group_checks_its_own_values_when_built_and_when_replaced(group, values, message):
+    with pytest.raises(InputError) as e:
+        group(**values)
+    assert message in str(e.value)
+    settings = Settings([group()])
+    with pytest.raises(InputError) as e:
+        settings.replace(**values)  # a recipe's value, filled in later, is checked the same way
+    assert message in str(e.value)
+
+
+def test_none_is_the_recipes_value_and_is_checked_once_filled():
+    settings = built([TrainingSettings, LoRASettings], {"task_id": 2})
+    assert settings.training.learning_rate is None and settings.lora.lora_r is None
+    filled = settings.replace(learning_rate=1e-3, lora_r=4)
+    assert (filled.training.learning_rate, filled.lora.lora_r, filled.training.task_id) == (1e-3, 4, 2)
+    with pytest.raises(KeyError, match="no group of these settings holds 'quantile'"):
+        settings.replace(quantile=0.5)
 
 
 def test_each_backbone_differs_from_the_declarations_only_where_its_description_says():
@@ -48,7 +81,7 @@ def test_each_backbone_differs_from_the_declarations_only_where_its_description_
     # what a recipe sets defaults to None ("the recipe's value") on the command line
     for fn, backbone in ((train_t5, "t5"), (train_llama, "llama")):
         assert all(defaults(fn)[flag] is None for flag in RECIPE_FLAGS[backbone])
-    assert defaults(generate_bwt_llama)["batch_size"] == defaults(generate_bwt_t5)["batch_size"] == 32 and "max_length" not in defaults(generate_bwt_llama)
+    assert defaults(generate_bwt_llama)["gen_batch_size"] == defaults(generate_bwt_t5)["gen_batch_size"] == 32 and "max_length" not in defaults(generate_bwt_llama)
 
 
 def test_every_flag_of_every_command_has_help():

@@ -37,39 +37,44 @@ class Backbone:
     task_type: str  # peft TaskType
     training_defaults: dict = field(default_factory=dict)  # where its default differs from the declaration
     generation_defaults: dict = field(default_factory=dict)
-    check: object = None  # check(values): backbone flags, before anything is read; may set values
-    load: object = None  # load(values, fp16, bf16) -> (model, tokenizer), before LoRA
+    # settings: a command's rkif.settings.Settings (settings.run, settings.t5 or settings.llama, ...)
+    check: object = None  # check(settings) -> settings: backbone flags, before anything is read
+    load: object = None  # load(settings, fp16, bf16) -> (model, tokenizer), before LoRA
     finish: object = None  # finish(model, tokenizer) once LoRA is in place
-    features: object = None  # features(tokenizer, values) -> records -> features
-    report: object = None  # report(plan, tokenizer, values) -> entries for run_info.json
-    predictor: object = None  # predictor(values, cutoff) -> make_predictor(adapter_dir) -> predict(records)
+    features: object = None  # features(tokenizer, settings) -> records -> features
+    report: object = None  # report(plan, tokenizer, settings) -> entries for run_info.json
+    predictor: object = None  # predictor(settings, cutoff) -> make_predictor(adapter_dir) -> predict(records)
 
 
 # T5
 
-def _check_t5(values):
-    if compat.is_gguf(values["base_model"]):
-        raise InputError(f"--base_model {values['base_model']}: GGUF files are read on the causal LM path "
+def _check_t5(settings):
+    if compat.is_gguf(settings.run.base_model):
+        raise InputError(f"--base_model {settings.run.base_model}: GGUF files are read on the causal LM path "
                          "(finetune_KIF_llama.py and its generators); give T5 as a model folder")
+    return settings
 
 
-def _load_t5(values, fp16, bf16):
-    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, values["base_model"], cache_dir=values["cache_dir"])
+def _load_t5(settings, fp16, bf16):
+    run = settings.run
+    tokenizer = load_pretrained(AutoTokenizer.from_pretrained, run.base_model, cache_dir=run.cache_dir)
     # Weights loaded without initialisation, so the LoRA initialisation takes the first draws of the
     # torch RNG after set_seed, as with the released device_map="auto" loading.
-    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, values["base_model"],
-                            cache_dir=values["cache_dir"], **compat.model_load_kwargs(skip_init=True))
+    model = load_pretrained(AutoModelForSeq2SeqLM.from_pretrained, run.base_model,
+                            cache_dir=run.cache_dir, **compat.model_load_kwargs(skip_init=True))
     return model, tokenizer
 
 
-def _t5_features(tokenizer, values):
-    return lambda records: tokenize_seq2seq(records, tokenizer, values["max_input_length"],
-                                            values["max_target_length"])
+def _t5_features(tokenizer, settings):
+    return lambda records: tokenize_seq2seq(records, tokenizer, settings.t5.max_input_length,
+                                            settings.t5.max_target_length)
 
 
-def _t5_predictor(values, cutoff):
-    return seq2seq_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
-                                     values["max_length"], values["truncate_inputs"], values["generation_memory_gb"])
+def _t5_predictor(settings, cutoff):
+    run, generation = settings.run, settings.generation
+    return seq2seq_predictor_factory(run.base_model, generation.gen_precision, run.cache_dir, cutoff,
+                                     generation.max_length, generation.truncate_inputs,
+                                     generation.generation_memory_gb)
 
 
 T5 = Backbone(
@@ -78,32 +83,36 @@ T5 = Backbone(
     file_suffix="_T5",
     train_fields=("input", "output"), test_fields=("id", "input", "output"), task_type="SEQ_2_SEQ_LM",
     check=_check_t5, load=_load_t5, finish=lambda model, tokenizer: None, features=_t5_features,
-    report=lambda plan, tokenizer, values: {}, predictor=_t5_predictor)
+    report=lambda plan, tokenizer, settings: {}, predictor=_t5_predictor)
 
 
 # LLaMA
 
-def _check_llama(values):
-    check_template(values["prompt_template_name"])
-    check_long_prompts(values["long_prompts"])
-    if values["load_8bit"]:
-        check_8bit(values["precision"])
-        values["precision"] = "fp16"  # Int8 layers compute in fp16; the Trainer's scaler goes with it, as released
+def _check_llama(settings):
+    llama = settings.llama
+    check_template(llama.prompt_template_name)
+    check_long_prompts(llama.long_prompts)
+    if llama.load_8bit:
+        check_8bit(settings.training.precision)
+        # Int8 layers compute in fp16; the Trainer's scaler goes with it, as released
+        return settings.replace(precision="fp16")
+    return settings
 
 
-def _load_llama(values, fp16, bf16):
-    tokenizer = load_tokenizer(values["base_model"], values["cache_dir"])
+def _load_llama(settings, fp16, bf16):
+    run, llama = settings.run, settings.llama
+    tokenizer = load_tokenizer(run.base_model, run.cache_dir)
     # Weights loaded without initialisation, so the LoRA initialisation takes the first draws of the
     # torch RNG after set_seed, as with the released device_map loading. A GGUF file is dequantised
     # to the training precision.
     kwargs = compat.model_load_kwargs(torch.bfloat16 if bf16 else torch.float16 if fp16 else torch.float32,
                                       skip_init=True)
-    if values["load_8bit"]:
+    if llama.load_8bit:
         kwargs = compat.load_8bit_kwargs(int(os.environ.get("LOCAL_RANK", 0)))
-    source, gguf = compat.pretrained_source(values["base_model"], model=True)
+    source, gguf = compat.pretrained_source(run.base_model, model=True)
     model = compat.dense_model(load_pretrained(AutoModelForCausalLM.from_pretrained, source,
-                                               cache_dir=values["cache_dir"], **gguf, **kwargs))
-    if values["load_8bit"]:
+                                               cache_dir=run.cache_dir, **gguf, **kwargs))
+    if llama.load_8bit:
         model = compat.prepare_8bit(model)
     return model, tokenizer
 
@@ -117,17 +126,18 @@ def _finish_llama(model, tokenizer):
     model.config.pad_token_id = tokenizer.pad_token_id
 
 
-def _llama_features(tokenizer, values):
-    check_chat_template(tokenizer, values["prompt_template_name"], values["base_model"])
-    return lambda records: tokenize_causal(records, tokenizer, values["cutoff_len"], values["train_on_inputs"],
-                                           values["add_eos_token"], values["long_prompts"],
-                                           values["prompt_template_name"])
+def _llama_features(tokenizer, settings):
+    llama = settings.llama
+    check_chat_template(tokenizer, llama.prompt_template_name, settings.run.base_model)
+    return lambda records: tokenize_causal(records, tokenizer, llama.cutoff_len, llama.train_on_inputs,
+                                           llama.add_eos_token, llama.long_prompts, llama.prompt_template_name)
 
 
-def _llama_predictor(values, cutoff):
-    return causal_predictor_factory(values["base_model"], values["precision"], values["cache_dir"], cutoff,
-                                    values["max_new_tokens"], values["truncate_inputs"], values["prompt_template_name"],
-                                    values["generation_memory_gb"])
+def _llama_predictor(settings, cutoff):
+    run, generation = settings.run, settings.generation
+    return causal_predictor_factory(run.base_model, generation.gen_precision, run.cache_dir, cutoff,
+                                    generation.max_new_tokens, generation.truncate_inputs,
+                                    settings.llama.prompt_template_name, generation.generation_memory_gb)
 
 
 LLAMA = Backbone(
@@ -139,8 +149,8 @@ LLAMA = Backbone(
     training_defaults={"train_batch_size_outer": 64, "lora_target_modules": ("q_proj", "v_proj"),
                        "precision": "auto", "gradient_checkpointing": True},  # as the 8-bit preparation had it
     check=_check_llama, load=_load_llama, finish=_finish_llama, features=_llama_features,
-    report=lambda plan, tokenizer, values: {"long_prompts": long_prompt_report(
-        plan, tokenizer, values["cutoff_len"], values["long_prompts"], values["prompt_template_name"])},
+    report=lambda plan, tokenizer, settings: {"long_prompts": long_prompt_report(
+        plan, tokenizer, settings.llama.cutoff_len, settings.llama.long_prompts, settings.llama.prompt_template_name)},
     predictor=_llama_predictor)
 
 BACKBONES = {b.name: b for b in (T5, LLAMA)}

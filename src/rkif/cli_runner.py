@@ -101,29 +101,3 @@ def run(fn, argv=None, *, name=None, extra_flags=()):
     exit_on_input_error(check_argv, fn, argv, extra_flags)
     return fire.Fire(functools.wraps(fn)(lambda *a, **kw: exit_on_input_error(fn, *a, **kw)), command=argv,
                      name=name or os.path.basename(sys.argv[0]))
-
-
-# Value checks shared by the scripts: each names the flag and what it expects.
-
-def _number(flag, value, integer):
-    ok = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if not ok or isinstance(value, bool):
-        raise InputError(f"--{flag}: expected {'an integer' if integer else 'a number'}, got {value!r}")
-
-
-def positive(flag, value, integer=False):
-    _number(flag, value, integer)
-    if not value > 0:
-        raise InputError(f"--{flag}: must be > 0, got {value}")
-
-
-def non_negative(flag, value, integer=False):
-    _number(flag, value, integer)
-    if value < 0:
-        raise InputError(f"--{flag}: must be >= 0, got {value}")
-
-
-def in_range(flag, value, low, high, high_open=False):
-    _number(flag, value, False)
-    if not (low <= value < high if high_open else low <= value <= high):
-        raise InputError(f"--{flag}: must be in [{low}, {high}{')' if high_open else ']'}, got {value}")

@@ -15,6 +15,7 @@ from .recipes import check_recipe, recipe_values
 from .settings import BWTSettings, GenerationSettings, RunSettings, command
 from .tasks import resolve_order
 
+
 def generation_command(backbone, kind):
     """The generation script of a backbone for kind avgPerf or bwt (bwt also takes --service_begin_id and
     --matrix)."""
@@ -22,8 +23,8 @@ def generation_command(backbone, kind):
     if kind == "bwt":
         groups.append(BWTSettings)
 
-    def body(values):
-        return generate(backbone, "matrix" if values.pop("matrix", BWTSettings.matrix) else kind, values)
+    def body(settings):
+        return generate(backbone, "matrix" if "bwt" in settings and settings.bwt.matrix else kind, settings)
 
     what = ("the adapter after the last task on every task's test split" if kind == "avgPerf" else
             "the adapter saved after task i on task i's test split (--matrix: after every task t on every i <= t)")
@@ -33,25 +34,29 @@ def generation_command(backbone, kind):
                    doc=f"{backbone.title} predictions of {what}.")
 
 
-def training_cutoff(backbone, value, recipe):
+def training_cutoff(backbone, settings):
     """The training cutoff the test inputs are compared with (and cut at, with --truncate_inputs): the flag's
     value, else the recipe's."""
+    recipe = settings.run.recipe
     check_recipe(recipe)
+    value = getattr(getattr(settings, backbone.name), backbone.cutoff_flag)
     return value if value is not None else recipe_values(recipe, backbone.name)[backbone.cutoff_flag]
 
 
-def generate(backbone, kind, values):
-    """Write the kind's prediction files for values' run (every flag of generation_command); their folder."""
-    check_kind(values["method_name"], kind)
-    check_base_model(values["base_model"])
-    cutoff = training_cutoff(backbone, values[backbone.cutoff_flag], values["recipe"])
-    order_name, tasks = resolve_order(values["dataset_id"])
-    begin = values.get("service_begin_id")
+def generate(backbone, kind, settings):
+    """Write the kind's prediction files for the run of settings (every flag of generation_command, as its
+    groups); their folder."""
+    run = settings.run
+    check_kind(run.method_name, kind)
+    check_base_model(run.base_model)
+    cutoff = training_cutoff(backbone, settings)
+    order_name, tasks = resolve_order(run.dataset_id)
+    begin = settings.bwt.service_begin_id if "bwt" in settings else None
     pred_dir = run_generation(
-        kind=kind, tasks=tasks, order_name=order_name, base_model=values["base_model"],
-        method=values["method_name"], output_path=values["output_path"], data_dir=values["data_dir"],
-        batch_size=values["batch_size"], only=None if begin is None or begin < 0 else int(begin),
+        kind=kind, tasks=tasks, order_name=order_name, base_model=run.base_model,
+        method=run.method_name, output_path=run.output_path, data_dir=run.data_dir,
+        batch_size=settings.generation.gen_batch_size, only=None if begin is None or begin < 0 else int(begin),
         suffix=backbone.file_suffix, fields=backbone.test_fields,
-        make_predictor=backbone.predictor(values, cutoff), seed=values["seed"], recipe=values["recipe"])
+        make_predictor=backbone.predictor(settings, cutoff), seed=run.seed, recipe=run.recipe)
     print(f"{kind} predictions in {pred_dir}")
     return pred_dir

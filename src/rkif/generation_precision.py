@@ -35,18 +35,18 @@ class GenerationNumerics:
 
 
 def generation_numerics(precision, device, backbone):
-    """The GenerationNumerics of --precision on this device ("cuda..." or "cpu") for "t5" or "llama"."""
+    """The GenerationNumerics of --gen_precision on this device ("cuda..." or "cpu") for "t5" or "llama"."""
     if precision not in GENERATION_PRECISIONS:
-        raise InputError(f"--precision must be one of {GENERATION_PRECISIONS}, got {precision!r}")
+        raise InputError(f"--gen_precision must be one of {GENERATION_PRECISIONS}, got {precision!r}")
     if precision in ("bf16", "bf16_merged") and device.startswith("cuda"):
         if not torch.cuda.is_bf16_supported():
-            raise InputError(f"--precision {precision}: this GPU has no bfloat16 support; use fp32 (auto)"
+            raise InputError(f"--gen_precision {precision}: this GPU has no bfloat16 support; use fp32 (auto)"
                              + (" or fp16" if backbone == "llama" else ""))
     if precision == "auto":
         precision = "fp32"
     if precision == "released":
         if backbone != "t5":
-            raise InputError("--precision released: the released numerics are those of the T5 generator (bf16 load, "
+            raise InputError("--gen_precision released: the released numerics are those of the T5 generator (bf16 load, "
                              "LoRA unmerged, then model.half()); for LLaMA use fp16 (the released LLaMA generator "
                              "loaded the base in 8 bit, which peft 0.4.0 cannot do on every GPU)")
         return GenerationNumerics("bfloat16", merge=False, half_after=True)

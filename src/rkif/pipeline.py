@@ -5,6 +5,7 @@ Finished tasks and prediction files are skipped, an unfinished task resumes from
 checkpoint, and one process at a time holds a run folder.
 """
 
+import dataclasses
 import fcntl
 import inspect
 import os
@@ -27,72 +28,72 @@ from .plots import plot_matrices
 from .recipes import DEFAULT_RECIPE, check_recipe
 from .run_folders import adapter_dir, order_summary_name, prediction_dir, run_dir
 from .scoring import evaluate, matrix_title
-from .settings import BWTSettings, GenerationSettings, PipelineSettings, RunSettings, command, default
+from .settings import BWTSettings, GenerationSettings, PipelineSettings, RunSettings, Settings, command, default
 from .tasks import resolve_order
 from .training import TRAIN
 
 
-def run_pipeline(values):
-    """values: every flag of run_order; the others (training flags) go to every task."""
-    train_flags, methods, backbone, precision = checked_flags(values)
-    base_model, output_path, seed = values["base_model"], values["output_path"], values["seed"]
-    recipe_name = values["recipe"] or DEFAULT_RECIPE
+def run_pipeline(settings, train_flags):
+    """settings: the pipeline's own flags as groups; train_flags: the others (training flags), for every task."""
+    methods, backbone = checked_flags(settings, train_flags)
+    run = settings.run
+    recipe_name = run.recipe or DEFAULT_RECIPE
     check_recipe(recipe_name)
-    order_name, tasks = resolve_order(values["dataset_id"])
-    common = dict(base_model=base_model, dataset_id=values["dataset_id"], data_dir=values["data_dir"],
-                  output_path=output_path)
-    named = dict(seed=seed, recipe=recipe_name)  # the run folders' suffixes
-    # what training used and generation must too: the cutoff (for truncate_inputs and the count of longer
-    # test inputs; None: the recipe's, resolved by the generator) and the LLaMA prompt template
-    generation = dict(precision=precision, cache_dir=values["cache_dir"], truncate_inputs=values["truncate_inputs"],
-                      max_length=values["max_length"], max_new_tokens=values["max_new_tokens"],
-                      generation_memory_gb=values["generation_memory_gb"],
-                      **{flag: train_flags.get(flag, default(backbone.settings, flag))
-                         for flag in backbone.generation_flags},
-                      **named, **common)
+    order_name, tasks = resolve_order(run.dataset_id)
+    common = dict(base_model=run.base_model, dataset_id=run.dataset_id, data_dir=run.data_dir,
+                  output_path=run.output_path)
+    named = dict(seed=run.seed, recipe=recipe_name)  # the run folders' suffixes
+    matrix, train_only = settings.bwt.matrix, settings.pipeline.train_only
     summary = {}
     for method in methods:
         # one process per sequence (method x order x seed): a second one stops here, naming the holder
-        with hold_folder(run_dir(output_path, base_model, method, order_name, seed, recipe_name), "run folder"):
+        with hold_folder(run_dir(run.output_path, run.base_model, method, order_name, run.seed, recipe_name),
+                         "run folder"):
             train_sequence(TRAIN[backbone.name], method, order_name, tasks, common, named, train_flags,
-                           cache_dir=values["cache_dir"], resume=not values["no_resume"])
-            if not values["train_only"]:
-                summary[method] = predict_and_score(backbone, method, generation, values["matrix"],
-                                                    values["gen_batch_size"], common, named)
-    if values["train_only"]:
-        print(f"done: every task of order {order_name} has its adapter under {output_path}")
+                           cache_dir=run.cache_dir, resume=not settings.pipeline.no_resume)
+            if not train_only:
+                summary[method] = predict_and_score(
+                    backbone, method, generation_settings(settings, backbone, train_flags, method, recipe_name),
+                    matrix, common, named)
+    if train_only:
+        print(f"done: every task of order {order_name} has its adapter under {run.output_path}")
         return summary
-    write_order_summary(summary, order_name, tasks, common, named, values["matrix"])
+    write_order_summary(summary, order_name, tasks, common, named, matrix)
     return summary
 
 
-def checked_flags(values):
-    """(the training flags, the methods, the backbone, generation's precision), refused now if bad rather than
-    after hours of training."""
-    train_flags = {k: v for k, v in values.items() if k not in PIPELINE_FLAGS}
-    precision = values["precision"]
-    if values["train_only"] and precision is not None:  # the training precision (the grid scripts' --precision)
-        train_flags["precision"] = precision
-    precision = default(GenerationSettings, "precision") if precision is None else precision
+def generation_settings(settings, backbone, train_flags, method, recipe_name):
+    """The generators' settings for one method's sequence, with what training used and generation must use
+    too: the cutoff (for truncate_inputs and the count of longer test inputs; None: the recipe's) and the
+    LLaMA prompt template."""
+    used_in_training = {flag: train_flags.get(flag, default(backbone.settings, flag))
+                        for flag in backbone.generation_flags}
+    return Settings((dataclasses.replace(settings.run, method_name=method, recipe=recipe_name),
+                     settings.generation, backbone.settings(**used_in_training)))
+
+
+def checked_flags(settings, train_flags):
+    """(the methods, the backbone), and every flag refused now if bad rather than after hours of training."""
     for flag in ("method_name", "task_id", "resume_from_checkpoint"):
         if flag in train_flags:
             raise InputError(f"--{flag}: the pipeline sets it for every task (methods: --methods; an unfinished "
                              "task resumes by itself unless --no_resume)")
-    methods = values["methods"]
+    methods = settings.pipeline.methods
     methods = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     for m in methods:
         if m not in METHODS:
             raise InputError(f"--methods: unknown method {m!r}; expected a comma-separated subset of {METHOD_NAMES}")
-    backbone = get_backbone(values["backbone"])
-    if not values["train_only"]:
-        generation_numerics(precision, "cuda" if torch.cuda.is_available() else "cpu", backbone.name)
-        if values["generation_memory_gb"] < 0:
-            memory_budget(values["generation_memory_gb"], "cpu")
+    backbone = get_backbone(settings.pipeline.backbone)
+    generation = settings.generation
+    if not settings.pipeline.train_only:
+        generation_numerics(generation.gen_precision, "cuda" if torch.cuda.is_available() else "cpu", backbone.name)
+        if generation.generation_memory_gb < 0:
+            memory_budget(generation.generation_memory_gb, "cpu")
     unknown = set(train_flags) - set(inspect.signature(TRAIN[backbone.name]).parameters)
     if unknown:
         raise InputError(f"unknown flag(s) {sorted(unknown)}: not a pipeline flag nor one of the {backbone.name} "
                          "training script's")
-    return train_flags, methods, backbone, precision
+    return methods, backbone
 
 
 def train_sequence(train, method, order_name, tasks, common, named, train_flags, cache_dir, resume):
@@ -109,11 +110,12 @@ def train_sequence(train, method, order_name, tasks, common, named, train_flags,
         free_accelerator_memory()  # the next task loads its own model in this process
 
 
-def predict_and_score(backbone, method, generation, matrix, gen_batch_size, common, named):
-    """The method's prediction files, then its scores: OP and BWT, or the matrix."""
+def predict_and_score(backbone, method, generation, matrix, common, named):
+    """The method's prediction files (generation: its generators' settings), then its scores: OP and BWT, or the
+    matrix."""
     kinds = prediction_kinds(get_method(method), matrix)
     for kind in kinds:
-        generate(backbone, kind, dict(generation, method_name=method, batch_size=gen_batch_size))
+        generate(backbone, kind, generation)
     if kinds == ("matrix",):
         return evaluate("matrix", method_name=method, **named, **common)
     # without an adapter per task (MTL) BWT and forgetting are not defined
@@ -184,10 +186,10 @@ run_order = command(
     run_pipeline,
     (PipelineSettings, (BWTSettings, ["matrix"]),
      (RunSettings, ["base_model", "dataset_id", "data_dir", "output_path", "cache_dir", "seed", "recipe"]),
-     (GenerationSettings, ["precision", "truncate_inputs", "max_length", "max_new_tokens",
+     (GenerationSettings, ["gen_batch_size", "gen_precision", "truncate_inputs", "max_length", "max_new_tokens",
                           "generation_memory_gb"])),
-    name="run_order", more_flags=True, defaults={"precision": None}, choices={"methods": METHOD_NAMES},
+    name="run_order", more_flags=True, choices={"methods": METHOD_NAMES},
     doc="Train every task of an order for each method, generate, score, and summarise the methods side by side. "
-        "precision (None: generation's default; with --train_only: the training precision) and truncate_inputs "
-        "apply to generation; any other flag goes to the training script.")
+        "The gen_ flags, truncate_inputs and the lengths apply to generation; any other flag (--precision "
+        "included) goes to the training script.")
 PIPELINE_FLAGS = tuple(p for p in inspect.signature(run_order).parameters if p != "flags")

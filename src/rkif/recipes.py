@@ -86,21 +86,18 @@ def recipe_values(recipe, backbone, tasks=None, task_id=None, method=None):
 
 
 def apply_recipe(settings, backbone, tasks=None, method=None):
-    """settings with every flag left at None filled from settings["recipe"]; returns (settings, record).
+    """settings (a rkif.settings.Settings) with every setting left at None filled from settings.run.recipe;
+    returns (settings, record). The groups rebuilt check the recipe's values as they check the user's.
 
     record, for run_info.json: the recipe's name, the benchmark rule it used, the values it set
     (under the flags' names) and the flags given explicitly that overrode it.
     """
-    recipe = settings.get("recipe") or DEFAULT_RECIPE
-    values = recipe_values(recipe, backbone, tasks, settings.get("task_id"), method)
-    resolved, set_by_recipe, overridden = dict(settings), {}, {}
-    for flag, value in values.items():
-        if settings.get(flag) is None:
-            resolved[flag] = set_by_recipe[flag] = value
-        else:
-            overridden[flag] = settings[flag]
-    resolved["recipe"] = recipe
+    recipe = settings.run.recipe or DEFAULT_RECIPE
+    values = recipe_values(recipe, backbone, tasks, settings.training.task_id, method)
+    given = settings.values()
+    set_by_recipe = {flag: value for flag, value in values.items() if given[flag] is None}
+    overridden = {flag: given[flag] for flag in values if given[flag] is not None}
     record = {"name": recipe, "set": set_by_recipe, "overridden": overridden}
     if recipe == "olora" and tasks is not None:
         record["benchmark"] = benchmark_of(tasks)
-    return resolved, record
+    return settings.replace(recipe=recipe, **set_by_recipe), record

@@ -25,15 +25,17 @@ def scoring_command(kind):
         groups += [ScoringSettings, (BWTSettings, ["matrix"])]
         doc = "BWT of an order (with --matrix: the whole accuracy matrix, BWT and forgetting)."
 
-    def body(values):
-        output_path = values["output_path"]
-        if values.get("test_data_name") and not values["pred_dir"]:
-            values["pred_dir"] = os.path.join(output_path, values["test_data_name"])
-        if values.get("test_data_name2") and not values.get("avgperf_dir"):
-            values["avgperf_dir"] = os.path.join(output_path, values["test_data_name2"])
-        for flag in ("test_data_name", "test_data_name2"):
-            values.pop(flag, None)
-        return evaluate("matrix" if values.pop("matrix", BWTSettings.matrix) else kind, **values)
+    def body(settings):
+        run, scoring = settings.run, settings.scoring
+        pred_dir, avgperf_dir = scoring.pred_dir, scoring.avgperf_dir
+        if scoring.test_data_name and not pred_dir:
+            pred_dir = os.path.join(run.output_path, scoring.test_data_name)
+        if scoring.test_data_name2 and not avgperf_dir:
+            avgperf_dir = os.path.join(run.output_path, scoring.test_data_name2)
+        return evaluate("matrix" if "bwt" in settings and settings.bwt.matrix else kind, base_model=run.base_model,
+                        dataset_id=run.dataset_id, method_name=run.method_name, data_dir=run.data_dir,
+                        output_path=run.output_path, pred_dir=pred_dir, avgperf_dir=avgperf_dir,
+                        model_name=scoring.model_name, seed=run.seed, recipe=run.recipe)
 
     return command(body, groups, name=f"eval_{kind}", doc=doc, choices={"method_name": METHOD_NAMES})
 

@@ -28,26 +28,24 @@ from .adapters import adapter_exists, save_adapter_atomically
 from .backbones import BACKBONES
 from .checkpoints import (check_world_size, checkpoint_folders, incomplete_reason, newest_complete_checkpoint,
                           resume_hint)
-from .cli_runner import in_range, non_negative, positive
 from .compat import training_arguments
 from .errors import InputError, write_failed
 from .folder_lock import hold_folder
 from .lora import parse_target_modules
 from .methods import METHOD_NAMES, get_method, setting_groups
-from .methods.ewc import FISHER_ESTIMATES
 from .base_model import check_base_model, check_tf32, training_precision
 from .plain_data import check_plain
 from .recipes import apply_recipe
 from .run_info import run_info_json
 from .sampling import shuffled_like_released
-from .settings import KIFConfig, LoRASettings, RunSettings, TrainingSettings, command, pick
+from .settings import KIFConfig, LoRASettings, RunSettings, TrainingSettings, command
 from .task_plan import plan_task
 from .tasks import resolve_order
 
 
 def training_command(backbone):
     """The training script of a backbone: every declared training setting is a flag."""
-    return command(lambda values: train_task(backbone, values),
+    return command(lambda settings: train_task(backbone, settings),
                    (RunSettings, *setting_groups(), KIFConfig, TrainingSettings, LoRASettings, backbone.settings),
                    name="train", defaults=backbone.training_defaults, choices={"method_name": METHOD_NAMES},
                    doc=f"Continual {backbone.title} fine-tuning: one task of one order per call.")
@@ -67,11 +65,6 @@ class LoRAShape:
     task_type: object
 
 
-def method_groups(method, settings):
-    """{group: its settings} of the method's own groups, picked from every flag's value."""
-    return {group: pick(group, settings) for group in method.settings}
-
-
 @dataclass(frozen=True)
 class BatchShape:
     micro_batch_size: int  # per device and forward/backward
@@ -79,30 +72,26 @@ class BatchShape:
     world_size: int  # ranks
 
 
-def train_task(backbone, values):
-    """Train values["task_id"] of the order with the backbone; values: every flag of training_command."""
+def train_task(backbone, settings):
+    """Train settings.training.task_id of the order with the backbone; settings: every flag of training_command,
+    as its groups (rkif.settings.Settings)."""
     started = time.time()
-    method = get_method(values["method_name"])
-    settings, recipe_record = apply_recipe(values, backbone.name, resolve_order(values["dataset_id"])[1], method)
-    check_training_flags(settings)
+    method = get_method(settings.run.method_name)
+    settings, recipe_record = apply_recipe(settings, backbone.name, resolve_order(settings.run.dataset_id)[1],
+                                           method)
+    check_environment(settings)
     world_size = int(os.environ.get("WORLD_SIZE", 1))
     set_up_devices(world_size)
-    backbone.check(settings)
-    training = pick(TrainingSettings, settings)
-    lora = pick(LoRASettings, settings)
+    settings = backbone.check(settings)
+    run, training, lora = settings.run, settings.training, settings.lora
     fp16, bf16 = training_precision(training.precision, backbone.name)  # refused before anything is loaded
     batches = BatchShape(training.micro_batch_size,
                          gradient_accumulation(training.batch_size, training.micro_batch_size, world_size), world_size)
     target_modules = parse_target_modules(lora.lora_target_modules)
-    try:
-        kif = pick(KIFConfig, settings)
-    except ValueError as e:
-        raise InputError(str(e)) from None
-    run = pick(RunSettings, settings)
     method.check(settings, world_size)
     plan = plan_task(method_name=run.method_name, dataset_id=run.dataset_id, task_id=training.task_id,
                      data_dir=run.data_dir, output_path=run.output_path, base_model=run.base_model,
-                     memory_data_ratio=settings["memory_data_ratio"], val_set_size=training.val_set_size,
+                     memory_data_ratio=settings.memory.memory_data_ratio, val_set_size=training.val_set_size,
                      seed=run.seed, recipe=run.recipe, suffix=backbone.file_suffix, fields=backbone.train_fields)
     if plan.nothing_to_do:
         print(plan.nothing_to_do)
@@ -119,20 +108,17 @@ def train_task(backbone, values):
         model, tokenizer = backbone.load(settings, fp16, bf16)
         shape = LoRAShape(lora.lora_r, lora.lora_alpha, lora.lora_dropout, target_modules,
                           getattr(TaskType, backbone.task_type))
-        model, extra_loss = method.build(model, plan, shape, method_groups(method, settings))
+        model, extra_loss = method.build(model, plan, shape, settings)
         backbone.finish(model, tokenizer)
         if int(os.environ.get("LOCAL_RANK", 0)) == 0:
             model.print_trainable_parameters()
         report = backbone.report(plan, tokenizer, settings)
         train_and_save(
-            plan=plan, model=model, kif=kif, training=training, batches=batches, settings=settings, backbone=backbone,
+            plan=plan, model=model, settings=settings, batches=batches, backbone=backbone,
             features=backbone.features(tokenizer, settings),
             data_collator=DataCollatorForSeq2Seq(tokenizer, pad_to_multiple_of=8, return_tensors="pt", padding=True),
             resume_from_checkpoint=resume, started=started, extra_loss=extra_loss,
             run_info_extra={**report, "recipe": recipe_record})
-
-
-LR_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 
 
 def gradient_accumulation(batch_size, micro_batch_size, world_size):
@@ -145,36 +131,12 @@ def gradient_accumulation(batch_size, micro_batch_size, world_size):
     return batch_size // micro_batch_size // world_size
 
 
-def check_training_flags(s):
-    """The flags both training scripts share, checked before any file is read or model loaded."""
-    check_base_model(s["base_model"])
-    for flag in ("lora_r", "batch_size", "micro_batch_size", "eval_batch_size", "eval_steps", "logging_steps",
-                 "max_input_length",
-                 "max_target_length", "cutoff_len"):
-        if flag in s:
-            positive(flag, s[flag], integer=True)
-    positive("lora_alpha", s["lora_alpha"])
-    positive("learning_rate", s["learning_rate"])
-    in_range("lora_dropout", s["lora_dropout"], 0, 1, high_open=True)
-    non_negative("warmup_steps", s["warmup_steps"], integer=True)
-    non_negative("task_id", s["task_id"], integer=True)
-    in_range("memory_data_ratio", s["memory_data_ratio"], 0, 100)
-    for flag in ("val_set_size", "seed"):
-        non_negative(flag, s[flag], integer=True)
-    if s["max_steps"] != -1:  # -1: train for num_epochs
-        non_negative("max_steps", s["max_steps"], integer=True)
-    non_negative("num_epochs", s["num_epochs"])
-    if s["lr_scheduler_type"] not in LR_SCHEDULERS:
-        raise InputError(f"--lr_scheduler_type: expected one of {LR_SCHEDULERS}, got {s['lr_scheduler_type']!r}")
-    for flag in ("lambda_orth", "lambda_l2", "ewc_lambda"):
-        non_negative(flag, s[flag])
-    if s["ewc_fisher"] not in FISHER_ESTIMATES:
-        raise InputError(f"--ewc_fisher: expected one of {FISHER_ESTIMATES}, got {s['ewc_fisher']!r}")
-    parse_report_to(s["report_to"])
-    check_tf32(s["tf32"])
-    if not (s["max_steps"] > 0 or s["num_epochs"] > 0):
-        raise InputError(f"--num_epochs {s['num_epochs']} with --max_steps {s['max_steps']}: no training step "
-                         "would happen; give --num_epochs > 0 (or --max_steps > 0)")
+def check_environment(settings):
+    """What the groups cannot check by their values (rkif.settings): the base model folder, the optional
+    reporters, TF32 on this machine; before any file is read or model loaded."""
+    check_base_model(settings.run.base_model)
+    parse_report_to(settings.training.report_to)
+    check_tf32(settings.training.tf32)
 
 
 def set_up_devices(world_size):
@@ -262,12 +224,12 @@ def parse_report_to(value):
     return names
 
 
-def train_and_save(*, plan, model, features, data_collator, kif, training, batches, settings, backbone,
+def train_and_save(*, plan, model, features, data_collator, settings, batches, backbone,
                    resume_from_checkpoint, started, extra_loss=None, run_info_extra=None):
     """Train plan.task with the Recurrent-KIF Trainer and save the adapter with its run_info.json.
 
-    training: TrainingSettings (recipe values filled in); batches: BatchShape; settings: every flag's value,
-    as run_info.json records them. features: list of records -> list of tokenized features (what
+    settings: every flag as its groups (recipe values filled in; run_info.json records them); batches:
+    BatchShape. features: list of records -> list of tokenized features (what
     data_collator takes). extra_loss: the method's extra loss term, extra_loss(model, inputs, outputs),
     added to the training loss. run_info_extra: more entries for run_info.json (the backbone's own reports).
     """
@@ -276,13 +238,14 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     from .loop import FeatureList
     from .kif_trainer import RecurrentKIFTrainer
 
+    training = settings.training
     fp16, bf16 = training_precision(training.precision, backbone.name)
     # Shuffled as the released scripts' data.shuffle() / memory_data.shuffle() do (numpy global RNG,
     # seeded by set_seed before the model was loaded), before the Trainer's own sampler.
     method = get_method(plan.method)
     train_data, memory = method.task_data(plan, shuffled_like_released)
     validate = len(plan.validation) > 0
-    args = trainer_arguments(plan.output_dir, training, batches, validate, settings["seed"], fp16, bf16)
+    args = trainer_arguments(plan.output_dir, training, batches, validate, settings.run.seed, fp16, bf16)
     if training.gradient_checkpointing:
         # the base is frozen: without inputs that require grad, a (reentrant) checkpointed block would hand
         # its LoRA weights no gradient
@@ -295,7 +258,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
         train_dataset=FeatureList(train_features),
         eval_dataset=FeatureList(features(plan.validation)) if validate else None,
         data_collator=data_collator,
-        kif_config=kif,
+        kif_config=settings.kif,
         memory_dataset=features(memory) if memory else None,
         extra_loss=extra_loss,
     )
@@ -303,7 +266,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
     result, stopped = run_trainer(trainer, plan, resume_from_checkpoint)
     if trainer.args.should_save:
         info = run_info_json(
-            settings, world_size=batches.world_size, micro_batch_size=batches.micro_batch_size,
+            settings.values(), world_size=batches.world_size, micro_batch_size=batches.micro_batch_size,
             gradient_accumulation_steps=batches.accumulation, started=started,
             extra={"task": plan.task, "order": plan.tasks, "previous_adapter": plan.previous_adapter,
                    "precision": {"fp16": fp16, "bf16": bf16},
@@ -315,8 +278,7 @@ def train_and_save(*, plan, model, features, data_collator, kif, training, batch
                    "peak_host_memory_gib": peak_host_memory_gib(),
                    **(run_info_extra or {})},
         )
-        extra = method.end_of_task(trainer, plan, train_features, batches.micro_batch_size,
-                                   method_groups(method, settings))
+        extra = method.end_of_task(trainer, plan, train_features, batches.micro_batch_size, settings)
         save_task(model, plan, {"run_info.json": info, **extra})
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.barrier()
@@ -424,7 +386,7 @@ def _clear_stale_checkpoints(output_dir, should_save):
 def print_settings(title, settings, plan, batches):
     if int(os.environ.get("LOCAL_RANK", 0)) != 0:
         return
-    print(f"{title}:\n" + "\n".join(f"  {k}: {v}" for k, v in settings.items()))
+    print(f"{title}:\n" + "\n".join(f"  {k}: {v}" for k, v in settings.values().items()))
     print(f"  task: {plan.task_id}-{plan.task} of order {plan.order_name} {plan.tasks}")
     print(f"  train examples: {len(plan.train)}, memory: {len(plan.memory)}, validation: {len(plan.validation)}")
     print(f"  effective batch: {batches.micro_batch_size} x {batches.accumulation} accumulation x "

@@ -16,8 +16,8 @@ from ..lora import new_lora_model
 
 class Method:
     name = ""
-    # its own settings groups (rkif.settings): every training command takes their flags; build and
-    # end_of_task receive them picked, as {group: instance}
+    # its own settings groups (rkif.settings, each with its key): every training command takes their flags;
+    # build, check and end_of_task read them from the task's settings (settings.ewc.ewc_lambda)
     settings = ()
     # what the next task unpickles from this one's folder beside the adapter (checked as plain data first)
     state_files = ()
@@ -66,19 +66,20 @@ class Method:
         return values
 
     def check(self, settings, world_size):
-        """Refuse flags this method cannot run with (InputError), before anything is loaded."""
+        """Refuse settings this method cannot run with (InputError), before anything is loaded; each group has
+        checked its own values already."""
 
     # --- the adapter, the loss, what is saved -------------------------------------------------------
 
-    def build(self, base, plan, lora, groups):
+    def build(self, base, plan, lora, settings):
         """(the task's trainable PeftModel, its extra loss or None). lora: the LoRA shape (r, alpha, dropout,
-        target_modules, task_type) of a new adapter. The extra loss is called on every training
+        target_modules, task_type) of a new adapter; settings: the task's rkif.settings.Settings. The extra loss is called on every training
         micro-batch as extra_loss(model, inputs, outputs) and added to the task loss."""
         if plan.previous_adapter:
             return PeftModel.from_pretrained(base, plan.previous_adapter, is_trainable=True), None
         return new_lora_model(base, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                               target_modules=lora.target_modules, task_type=lora.task_type), None
 
-    def end_of_task(self, trainer, plan, features, micro_batch_size, groups):
+    def end_of_task(self, trainer, plan, features, micro_batch_size, settings):
         """{file name: writer(path)} saved beside the adapter, after training."""
         return {}

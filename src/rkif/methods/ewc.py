@@ -30,7 +30,6 @@ from ..settings import EWCSettings
 from .base import Method
 
 EWC_STATE = "ewc_state.pt"
-FISHER_ESTIMATES = ("per_example", "batch")
 FISHER_CHUNK = 8  # examples per forward/backward of the per-example Fisher (memory, not the result)
 
 
@@ -226,11 +225,11 @@ class EWC(Method):
     settings = (EWCSettings,)
     state_files = (EWC_STATE,)
 
-    def build(self, base, plan, lora, groups):
-        model, _ = super().build(base, plan, lora, groups)
+    def build(self, base, plan, lora, settings):
+        model, _ = super().build(base, plan, lora, settings)
         if not plan.previous_adapter:
             return model, None
-        ewc = groups[EWCSettings]
+        ewc = settings.ewc
         device = next(p for n, p in model.named_parameters() if "lora_" in n).device
         state = load_state(plan.previous_adapter, device)
         if state is None:
@@ -243,8 +242,8 @@ class EWC(Method):
                              f"{estimate} (and the ewc_lambda it was trained with), or restart it")
         return model, lambda m, inputs=None, outputs=None: ewc_penalty(m, fisher, theta_prev, ewc.ewc_lambda)
 
-    def end_of_task(self, trainer, plan, features, micro_batch_size, groups):
-        fisher_estimate = groups[EWCSettings].ewc_fisher
+    def end_of_task(self, trainer, plan, features, micro_batch_size, settings):
+        fisher_estimate = settings.ewc.ewc_fisher
         model = trainer.model
         params = lora_parameters(model)
         device = next(iter(params.values())).device

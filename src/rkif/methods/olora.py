@@ -122,7 +122,7 @@ class OLoRA(Method):
     def penalty_weights(self, olora):
         return olora.lambda_orth, olora.lambda_l2
 
-    def build(self, base, plan, lora, groups):
+    def build(self, base, plan, lora, settings):
         t, previous = plan.task_id, plan.previous_adapter
         r, alpha, target_modules = lora.r, lora.alpha, lora.target_modules
         if previous:  # the branches keep the first task's rank, alpha and targets
@@ -132,7 +132,7 @@ class OLoRA(Method):
         if previous:
             copy_previous_branches(model, previous, r * t)
             freeze_previous_branches(model, r * t)
-        return model, branch_penalty(r * t, *self.penalty_weights(groups[OLoRASettings]))
+        return model, branch_penalty(r * t, *self.penalty_weights(settings.olora))
 
 
 class IncLoRA(OLoRA):

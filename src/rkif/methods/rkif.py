@@ -16,7 +16,7 @@ class RecurrentKIF(Method):
         return shuffle(plan.train), shuffle(plan.memory)  # the released order of the two shuffles
 
     def check(self, settings, world_size):
-        outer = settings["train_batch_size_outer"]
+        outer = settings.kif.train_batch_size_outer
         if outer % world_size:
             raise InputError(f"--train_batch_size_outer {outer} is split over the {world_size} ranks: give a "
                              f"multiple of {world_size}")
