@@ -25,15 +25,17 @@ from rkif.settings import RunSettings
 
 FOLDER = PREDICTION_FOLDER
 STANDARD, LONG = ("4", "5", "6"), ("1", "2", "3")
-METHOD_ORDER = ("SeqLoRA", "Replay", "EWC", "IncLoRA", "OLoRA", "RKIF", "MTL")
+METHOD_ORDER = ("SeqLoRA", "Replay", "EWC", "LwF", "IncLoRA", "OLoRA", "TaSL", "RKIF", "MTL")
 # (Standard OP, Standard BWT, Long OP, Long BWT), T5-large, mean of 3 orders; "+" marks the O-LoRA paper's
 # main table as reused by later papers (OP only), the rest is the Recurrent-KIF paper.
 PAPER = {
     "SeqLoRA": ("43.7", "-50.4", "-", "-"),
     "Replay": ("57.8+", "-", "54.2+", "-"),
     "EWC": ("50.3+", "-", "45.1+", "-"),
+    "LwF": ("52.3+", "-", "46.9+", "-"),
     "IncLoRA": ("66.4+", "-", "61.2+", "-"),
     "OLoRA": ("75.8", "-3.8", "69.6", "-4.1"),
+    "TaSL": ("76.3", "-4.0", "74.4", "-5.3"),
     "RKIF": ("78.4", "-2.8", "77.8", "-3.6"),
     "MTL": ("80.3", "-", "81.8", "-"),
 }
@@ -41,7 +43,8 @@ PAPER = {
 # and O-LoRA come from the O-LoRA paper, trained under its own recipe (olora); its Replay and EWC fine-tune the
 # whole model, not a LoRA. The BWT of SeqLoRA and O-LoRA, and RKIF and MTL, are the Recurrent-KIF paper's runs.
 PAPER_PROTOCOL = {"SeqLoRA": "olora (BWT: rkif paper)", "Replay": "olora, full model", "EWC": "olora, full model",
-                  "IncLoRA": "olora", "OLoRA": "olora (BWT: rkif paper)", "RKIF": "rkif", "MTL": "rkif"}
+                  "LwF": "olora, full model", "IncLoRA": "olora", "OLoRA": "olora (BWT: rkif paper)",
+                  "TaSL": "rkif paper", "RKIF": "rkif", "MTL": "rkif"}
 
 
 def has_bwt(method):

@@ -133,11 +133,12 @@ def test_pipeline_runs_the_baselines_and_mtl_has_no_bwt(tiny_t5, bench_dir, tmp_
     from rkif.pipeline import run_order
 
     out = str(tmp_path / "out")
-    summary = run_order(base_model=tiny_t5, dataset_id=os.path.join(bench_dir, "order.json"), methods="OLoRA,MTL",
+    summary = run_order(base_model=tiny_t5, dataset_id=os.path.join(bench_dir, "order.json"), methods="OLoRA,LwF,TaSL,MTL",
                         data_dir=bench_dir, output_path=out, matrix=True, gen_batch_size=8, num_epochs=1,
                         batch_size=4, micro_batch_size=2, val_set_size=0, logging_steps=100, max_input_length=128,
                         max_length=8)
     assert len(summary["OLoRA"]["R"]) == 3 and "R" not in summary["MTL"]
+    assert all(len(summary[m]["R"]) == 3 and summary[m]["BWT"] is not None for m in ("LwF", "TaSL"))
     assert summary["MTL"]["BWT"] is None and 0 <= summary["MTL"]["OP"] <= 1
     rows = {r["method"]: r for r in csv.DictReader(open(os.path.join(out, "summary_dataset_id_order.csv")))}
     assert rows["MTL"]["BWT"] == "" and rows["MTL"]["forgetting"] == "" and rows["OLoRA"]["BWT"] != ""

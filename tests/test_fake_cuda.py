@@ -19,7 +19,7 @@ import pytest
 import torch
 from peft import TaskType
 from torch._subclasses.fake_tensor import DataDependentOutputException, FakeTensorMode
-from transformers import AutoModelForSeq2SeqLM
+from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
 from rkif.adapters import lora_parameters
 from rkif.checkpoints import AdapterCheckpointMixin
@@ -28,8 +28,10 @@ from rkif.fusion import fuse, fusion_statistics, global_mask, global_threshold
 from rkif.importance import ImportanceTracker
 from rkif.lora import new_lora_model
 from rkif.loop import KIF_STATE, RecurrentKIFMixin
-from rkif.methods import get_method
+from rkif.methods import METHOD_NAMES, get_method
+from rkif.seq2seq import tokenize_seq2seq
 from rkif.settings import built
+from rkif.task_files import read_json
 from rkif.training import TRAIN, LoRAShape
 
 SETTINGS = {"lambda_orth": 0.5, "lambda_l2": 0.1, "ewc_lambda": 100.0, "ewc_fisher": "per_example"}
@@ -80,6 +82,13 @@ def task0(tiny_t5, tmp_path_factory):
     return folder
 
 
+def t5_batch(tiny_t5, bench_dir):
+    """Two training examples of the fixture benchmark, collated on the CPU."""
+    tok = AutoTokenizer.from_pretrained(tiny_t5)
+    records = read_json(os.path.join(bench_dir, "train", "sport_T5.json"))[:2]
+    return DataCollatorForSeq2Seq(tok, padding=True, return_tensors="pt")(tokenize_seq2seq(records, tok, 32, 8))
+
+
 def set_up(method, tiny_t5, previous):
     plan = types.SimpleNamespace(task_id=1, previous_adapter=previous)
     m = get_method(method)
@@ -87,14 +96,16 @@ def set_up(method, tiny_t5, previous):
                    LoRAShape(4, 8, 0.0, ["q", "v"], TaskType.SEQ_2_SEQ_LM), built(TRAIN["t5"].groups, SETTINGS))
 
 
-@pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])
-def test_every_method_at_task_1_on_cuda(method, tiny_t5, task0):
-    """Extra-loss terms, gradient hooks, one importance update and one fusion with the model on cuda."""
+@pytest.mark.parametrize("method", METHOD_NAMES)
+def test_every_method_at_task_1_on_cuda(method, tiny_t5, task0, bench_dir):
+    """Extra-loss terms on a batch and its outputs, gradient hooks, a method's step tracker, one importance
+    update and one fusion with the model on cuda."""
     model, extra_loss = set_up(method, tiny_t5, task0 if get_method(method).starts_from_previous(1) else None)
     hooks = {n: list(p._backward_hooks.values()) for n, p in lora_parameters(model).items()
              if getattr(p, "_backward_hooks", None)}
     assert bool(hooks) == (method in ("OLoRA", "IncLoRA"))  # the earlier branches are frozen by hooks
     shapes = {n: p.shape for n, p in lora_parameters(model).items()}
+    batch = t5_batch(tiny_t5, bench_dir)
     with fake_cuda():
         for name, fns in hooks.items():
             for fn in fns:
@@ -103,11 +114,21 @@ def test_every_method_at_task_1_on_cuda(method, tiny_t5, task0):
         params = lora_parameters(model)
         assert all(p.device.type == "cuda" for p in params.values())
         if extra_loss is not None:
-            assert extra_loss(model).device.type == "cuda"
+            device = next(iter(params.values())).device  # a real tensor moves to the fake device, not to "cuda"
+            batch = {k: v.to(device) for k, v in batch.items()}
+            # the model's own forward does not run on a fake device of a CPU build: a stand-in gives cuda logits,
+            # to the student and to any teacher forward a method makes
+            logits = torch.empty(*batch["labels"].shape, model.config.vocab_size, device=device)
+            model.forward = lambda **kwargs: types.SimpleNamespace(logits=logits * 1.0)
+            assert extra_loss(model, batch, model(**batch)).device.type == "cuda"
+        tracker = get_method(method).step_tracker(built(TRAIN["t5"].groups, SETTINGS))
         for p in params.values():
             p.grad = cuda_like(p)
         inner, outer = ImportanceTracker(), ImportanceTracker()
         assert inner.update(model.named_parameters()).device.type == "cuda"  # no host sync, or it would raise
+        if tracker is not None:
+            tracker.update(model, 1)
+            assert all(t.device.type == "cuda" for t in tracker.table().values())
         outer.update(model.named_parameters())
         anchor = {n: cuda_like(p) for n, p in params.items()}
         theta_k = {n: cuda_like(p) for n, p in params.items()}
@@ -221,7 +242,7 @@ def test_one_process_seeing_two_gpus_is_refused(tiny_t5, bench_dir, tmp_path, mo
 def test_each_torchrun_rank_takes_its_gpu_before_the_model_loads(tiny_t5, bench_dir, tmp_path, monkeypatch):
     """Rank 3 of 4 through the training command: its GPU is chosen before the model (and a saved adapter,
     which peft 0.4.0 puts on the current device) is loaded."""
-    from transformers import AutoModelForSeq2SeqLM
+    from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, DataCollatorForSeq2Seq
 
     from rkif.commands import entry_points
     main = entry_points.train_t5
@@ -333,7 +354,7 @@ def test_generation_frees_the_previous_model_before_loading_the_next(tiny_t5, be
 
 
 @pytest.mark.parametrize("backbone", ["t5", "llama"])
-@pytest.mark.parametrize("method", ["RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL"])
+@pytest.mark.parametrize("method", METHOD_NAMES)
 def test_bf16_training_path_on_cpu(method, backbone, tiny_t5, tiny_llama, bench_dir, tmp_path, monkeypatch):
     """bf16 is refused without a GPU for users; HF 4.28.1 trains bf16 on CPU (CPU autocast), so the
     tests reach the bf16 path of every method on both backbones over two tasks (MTL: once). The LoRA-wrapped

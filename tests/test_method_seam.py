@@ -59,7 +59,8 @@ def test_no_module_outside_methods_names_a_method_or_tests_its_kind():
 
 
 def test_the_registry_answers_what_the_core_asks():
-    assert METHOD_NAMES == ("RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "MTL")
+    assert METHOD_NAMES == ("RKIF", "SeqLoRA", "Replay", "OLoRA", "IncLoRA", "EWC", "LwF", "TaSL", "MTL")
+    assert [m for m in METHOD_NAMES if get_method(m).state_files] == ["EWC", "TaSL"]
     assert get_method("MTL").trained_task_ids(3) == [2] and get_method("EWC").trained_task_ids(3) == [0, 1, 2]
     assert prediction_kinds(get_method("MTL"), matrix=True) == ("avgPerf",)
     assert prediction_kinds(get_method("RKIF"), matrix=False) == ("avgPerf", "bwt")

@@ -133,3 +133,20 @@ def test_an_emulated_long_order_takes_lambda_1_by_position_and_lambda_2_by_task(
         expected_l1 = 0.0 if t == 0 else 0.5 if t < 9 else 5.0
         assert (recipe["set"]["lambda_orth"], recipe["set"]["lambda_l2"], recipe["set"]["num_epochs"]) == (
             expected_l1, *by_name[task]), task
+
+
+def test_the_tasl_recipe_trains_with_the_tasl_release_s_values(tiny_t5, bench_dir, tmp_path):
+    """--recipe tasl: finetune_TasLoRA.py's values (1 epoch, lr 3e-4, alpha 16, 100 validation examples, ...) in
+    folders of their own; a flag given wins."""
+    out = str(tmp_path / "out")
+    main(cli_args(tiny_t5, bench_dir, out, 0, "TaSL", recipe="tasl", max_input_length=64))
+    folder = adapter_dir(out, tiny_t5, "TaSL", "order", 0, TASKS[0], recipe="tasl")
+    info = json.load(open(os.path.join(folder, "run_info.json")))
+    s, recipe = info["settings"], info["recipe"]
+    assert recipe["name"] == "tasl" and recipe["overridden"] == {"num_epochs": 2, "batch_size": 4,
+                                                                 "micro_batch_size": 2, "warmup_steps": 1,
+                                                                 "max_input_length": 64}
+    assert (s["learning_rate"], s["lora_alpha"], s["lora_r"], s["lora_dropout"], s["max_target_length"]) == (
+        3e-4, 16, 8, 0.05, 128)
+    assert s["val_set_size"] == 100 and info["num_validation_examples"] > 0 and s["tasl_temperature"] == 0.25
+    assert json.load(open(os.path.join(folder, "adapter_config.json")))["lora_alpha"] == 16

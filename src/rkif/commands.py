@@ -12,7 +12,7 @@ from .cli_runner import run
 from .demo import demo
 from .generate import generation_command
 from .pipeline import run_order
-from .recipes import OLORA, RKIF
+from .recipes import RECIPES
 from .scoring import scoring_command
 from .training import TRAIN, TRAINING_FLAGS
 
@@ -57,7 +57,8 @@ def flags_markdown(commands, recipes=None):
     lines = ["# Flags", "",
              "Generated from the declarations in `src/rkif/settings.py` by `python -m rkif.commands > docs/flags.md`",
              "(a test checks that this file is in step with them). `None` means the recipe's value",
-             "(`--recipe rkif` or `olora`, `src/rkif/recipes.py`); a flag given on the command line always wins.", ""]
+             "(`--recipe rkif`, `olora` or `tasl`, `src/rkif/recipes.py`); a flag given on the command line always "
+             "wins.", ""]
     for c in (c for c in commands if c.in_flags_doc):
         title, fn, backbone = c.script, c.fn, c.backbone
         lines += [f"## {title}", "", "| flag | default | help |", "|---|---|---|"]
@@ -75,4 +76,4 @@ def flags_markdown(commands, recipes=None):
 
 
 if __name__ == "__main__":
-    print(flags_markdown(COMMANDS, {"rkif": RKIF, "olora": OLORA}), end="")
+    print(flags_markdown(COMMANDS, RECIPES), end="")

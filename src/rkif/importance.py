@@ -17,7 +17,8 @@ def all_finite(tensors):
 class ImportanceTracker:
     """Tracks score = I_bar * U_bar for every LoRA tensor (names containing ``lora_``).
 
-    Per update, with s = |theta * grad|:
+    Per update, with s = |theta * grad| (second_order: |theta * grad - (theta * grad)^2 / 2|, TaSL's score with
+    its second-order term):
         I_bar <- beta1 * I_bar + (1 - beta1) * s
         U_bar <- beta2 * U_bar + (1 - beta2) * |s - I_bar|   (the new I_bar)
     State starts at zero the first time a tensor is seen. An update in which any tracked
@@ -27,9 +28,10 @@ class ImportanceTracker:
     check and the counters stay on the device (the counters are read when a summary is written).
     """
 
-    def __init__(self, beta1=KIFConfig.beta1, beta2=KIFConfig.beta2):
+    def __init__(self, beta1=KIFConfig.beta1, beta2=KIFConfig.beta2, second_order=False):
         self.beta1 = float(beta1)
         self.beta2 = float(beta2)
+        self.second_order = second_order
         self.reset()
 
     def reset(self):
@@ -64,6 +66,8 @@ class ImportanceTracker:
         i_bars = [self.sensitivity[n] for n, _ in pairs]
         u_bars = [self.uncertainty[n] for n, _ in pairs]
         s = torch._foreach_mul([p.detach() for _, p in pairs], [p.grad for _, p in pairs])
+        if self.second_order:
+            torch._foreach_add_(s, torch._foreach_mul(s, s), alpha=-0.5)
         torch._foreach_abs_(s)
         s = [t.float() for t in s]  # a no-op for fp32 adapters
         new_i = torch._foreach_mul(i_bars, self.beta1)

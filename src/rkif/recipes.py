@@ -3,6 +3,8 @@ LoRA shape, validation, O-LoRA's penalty weights), as each method's authors ran 
 
     --recipe rkif    the Recurrent-KIF release's values (the default; every method, same protocol)
     --recipe olora   the O-LoRA release's (cmnfriend/O-LoRA, scripts/order_{1,2,3}.sh and long.sh)
+    --recipe tasl    the TaSL release's (WoodScene/TaSL, finetune_TasLoRA.py; LLaMA: finetune_continualDST.py
+                     and scripts/run_train_TaSL_LLaMA7B.sh)
 
 A flag given on the command line always wins over the recipe. The O-LoRA values were read from
 its scripts: lr 1e-3 constant, no warm-up, 1 epoch (2 for MNLI in its Long script), 8 per device
@@ -24,7 +26,7 @@ from .errors import InputError
 from .settings import RunSettings
 from .tasks import TASK_ORDERS, check_task_id
 
-RECIPE_NAMES = ("rkif", "olora")
+RECIPE_NAMES = ("rkif", "olora", "tasl")
 DEFAULT_RECIPE = RunSettings.recipe
 
 # Every flag a recipe sets, per backbone; the training scripts default these flags to None
@@ -44,6 +46,22 @@ _OLORA_COMMON = dict(batch_size=64, micro_batch_size=8, num_epochs=1, learning_r
 # source length becoming the cutoff.
 OLORA = {"t5": dict(_OLORA_COMMON, max_input_length=512, max_target_length=50),
          "llama": dict(_OLORA_COMMON, cutoff_len=512)}
+
+# The TaSL release (WoodScene/TaSL). T5: the defaults of finetune_TasLoRA.py, its LoRA form, which no script of
+# the release runs (scripts/run_train_TaSL_T5.sh runs the full fine-tuning variant, with 5 epochs): batch 8,
+# micro-batch 2, 1 epoch, lr 3e-4, input 1024 / target 128 tokens, 100 validation examples (lines 76-82), LoRA r 8,
+# alpha 16, dropout 0.05 (84-86), 50 warm-up steps and the Trainer's linear schedule (341). LLaMA:
+# scripts/run_train_TaSL_LLaMA7B.sh passes 5 epochs, cutoff 512, micro-batch 16, batch 128 (lines 13-18) to
+# finetune_continualDST.py, whose defaults give lr 3e-4, 20 validation examples, r 8, alpha 16, dropout 0.05
+# (50-56) and 50 warm-up steps (324); its LoRA on q, k, v and o (script line 16) is --lora_target_modules, not a
+# recipe value. O-LoRA's weights are RKIF's (the release has no O-LoRA). tau 0.25 is --tasl_temperature's default.
+_TASL_COMMON = dict(learning_rate=3e-4, warmup_steps=50, lr_scheduler_type="linear", lora_r=8, lora_alpha=16,
+                    lora_dropout=0.05, lambda_orth=0.5, lambda_l2=0.0)
+TASL = {"t5": dict(_TASL_COMMON, batch_size=8, micro_batch_size=2, num_epochs=1, max_input_length=1024,
+                   max_target_length=128, val_set_size=100),
+        "llama": dict(_TASL_COMMON, batch_size=128, micro_batch_size=16, num_epochs=5, cutoff_len=512,
+                      val_set_size=20)}
+RECIPES = {"rkif": RKIF, "olora": OLORA, "tasl": TASL}
 
 LONG_TASKS = frozenset(TASK_ORDERS[3])
 OLORA_LONG_LAMBDA_L2 = {"copa": 0.1, "qqp": 0.1, "sst-2": 0.1, "yahoo": 0.1, "boolqa": 0.1, "rte": 0.3, "wic": 0.3}
@@ -79,7 +97,7 @@ def recipe_values(recipe, backbone, tasks=None, task_id=None, method=None):
     check_recipe(recipe)
     if tasks is not None:
         check_task_id(task_id, tasks)
-    values = dict((RKIF if recipe == "rkif" else OLORA)[backbone])
+    values = dict(RECIPES[recipe][backbone])
     if recipe == "olora" and tasks is not None:
         values["lambda_orth"], values["lambda_l2"], values["num_epochs"] = olora_task_values(tasks, task_id)
     return method.recipe_values(recipe, values) if method is not None else values

@@ -83,8 +83,8 @@ class RunSettings:
     output_path: str = setting("output", "where run folders (adapters, predictions, metrics) are written")
     cache_dir: str = setting(None, "Hugging Face cache folder for a hub id")
     seed: int = setting(42, "data draws, LoRA initialisation, training order; another seed gets folders _seed{n}")
-    recipe: str = setting("rkif", "rkif (the Recurrent-KIF release) | olora (the O-LoRA release); flags given win; "
-                                  "another recipe gets folders _recipe-{name}")
+    recipe: str = setting("rkif", "rkif (the Recurrent-KIF release) | olora (the O-LoRA release) | tasl (the TaSL "
+                                  "release); flags given win; another recipe gets folders _recipe-{name}")
 
     def __post_init__(self):
         _given(self, ("seed",), non_negative, integer=True)
@@ -123,6 +123,31 @@ class EWCSettings:
     def __post_init__(self):
         _given(self, ("ewc_lambda",), non_negative)
         _given(self, ("ewc_fisher",), one_of, FISHER_ESTIMATES)
+
+
+@dataclass
+class LwFSettings:
+    """LwF's distillation towards the previous adapter (Li and Hoiem, Learning without Forgetting, TPAMI 2017)."""
+    key: ClassVar[str] = "lwf"
+    # the paper's values: T = 2 (after Hinton et al. 2015) and the loss balance lambda_o = 1 (its section 3)
+    lwf_lambda: float = setting(1.0, "LwF: weight of the distillation term (the paper's loss balance lambda_o)")
+    lwf_temperature: float = setting(2.0, "LwF: temperature T of the distillation softmax")
+
+    def __post_init__(self):
+        _given(self, ("lwf_lambda",), non_negative)
+        _given(self, ("lwf_temperature",), positive)
+
+
+@dataclass
+class TaSLSettings:
+    """TaSL's consolidation after each task (rkif.methods.tasl)."""
+    key: ClassVar[str] = "tasl"
+    # skill_consolidation_TasLoRA.py:169 (WoodScene/TaSL)
+    tasl_temperature: float = setting(0.25, "TaSL: temperature of each skill unit's softmax over the present and "
+                                            "the accumulated importance")
+
+    def __post_init__(self):
+        _given(self, ("tasl_temperature",), positive)
 
 
 @dataclass

@@ -261,6 +261,7 @@ def train_and_save(*, plan, model, features, data_collator, settings, batches, b
         kif_config=settings.kif,
         memory_dataset=features(memory) if memory else None,
         extra_loss=extra_loss,
+        step_tracker=method.step_tracker(settings),
     )
     model.config.use_cache = False
     result, stopped = run_trainer(trainer, plan, resume_from_checkpoint)

@@ -7,13 +7,15 @@ Adding one: docs/adding-a-method.md.
 from ..errors import InputError
 from .base import Method
 from .ewc import EWC
+from .lwf import LwF
 from .mtl import MTL
 from .olora import OLoRA, IncLoRA
 from .replay import Replay
 from .rkif import RecurrentKIF
 from .seqlora import SeqLoRA
+from .tasl import TaSL
 
-METHODS = {m.name: m for m in (RecurrentKIF(), SeqLoRA(), Replay(), OLoRA(), IncLoRA(), EWC(), MTL())}
+METHODS = {m.name: m for m in (RecurrentKIF(), SeqLoRA(), Replay(), OLoRA(), IncLoRA(), EWC(), LwF(), TaSL(), MTL())}
 METHOD_NAMES = tuple(METHODS)
 
 

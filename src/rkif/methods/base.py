@@ -80,6 +80,13 @@ class Method:
         return new_lora_model(base, r=lora.r, alpha=lora.alpha, dropout=lora.dropout,
                               target_modules=lora.target_modules, task_type=lora.task_type), None
 
+    def step_tracker(self, settings):
+        """None, or an object the Trainer updates after every optimizer step of the task, update(model,
+        global_step), whose state_dict() goes into every checkpoint and load_state_dict() restores on resume;
+        end_of_task reads it as trainer.step_tracker. With one, the task's last step is always checkpointed:
+        an interruption after training reruns end_of_task only."""
+        return None
+
     def end_of_task(self, trainer, plan, features, micro_batch_size, settings):
         """{file name: writer(path)} saved beside the adapter, after training."""
         return {}
