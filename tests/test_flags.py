@@ -99,9 +99,21 @@ SCRIPTS = ["src/finetune_KIF_t5lora.py", "src/finetune_KIF_llama.py", "src/gener
            "data/validate.py", "data/download.py", "scripts/bench_kif_overhead.py", "scripts/bench_generation.py"]
 
 
-def test_every_script_refuses_a_misspelled_flag(tmp_path):
-    results = _in_parallel([[os.path.join(ROOT, s), "--output_pathh", str(tmp_path / "o")] for s in SCRIPTS])
-    for script, p in zip(SCRIPTS, results):
+def test_every_script_refuses_a_misspelled_flag(tmp_path, capsys):
+    """The commands of src/ through their entry points in this process (their script files only call them:
+    tests/test_commands.py), one of them and every other script as a real process."""
+    from rkif.commands import COMMANDS
+
+    commands = {c.script: c for c in COMMANDS}
+    for script in (s for s in SCRIPTS if s in commands):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as e:
+            commands[script].main(["--output_pathh", str(tmp_path / "o")])
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith("error: unknown flag --output_pathh"), (script, err[-500:])
+    as_processes = [SCRIPTS[0]] + [s for s in SCRIPTS if s not in commands]
+    results = _in_parallel([[os.path.join(ROOT, s), "--output_pathh", str(tmp_path / "o")] for s in as_processes])
+    for script, p in zip(as_processes, results):
         assert p.returncode == 2, (script, p.stderr[-500:])
         assert p.stderr.startswith("error: unknown flag --output_pathh"), (script, p.stderr[-500:])
         assert "Traceback" not in p.stderr

@@ -76,7 +76,7 @@ def learning_check(summary, threshold=0.8):
 
 
 def demo(out_dir=None, tasks=("weather", "sport", "food"), n_train=200, n_dev=50, n_test=100,
-         methods="RKIF,SeqLoRA,Replay,OLoRA,EWC,MTL", num_epochs=15, learning_rate=5e-3, memory_data_ratio=5,
+         methods="RKIF,SeqLoRA,Replay,OLoRA,EWC,LwF,TaSL,MTL", num_epochs=15, learning_rate=5e-3, memory_data_ratio=5,
          val_set_size=0, ewc_lambda=EWCSettings.ewc_lambda, lambda_orth=0.125, d_model=64, seed=0):
     """lambda_orth: O-LoRA's 0.5 scaled by sqrt(64 / 1024): the entries of A_old A_new^T grow as
     1/sqrt(width), so on the demo's d_model 64 the same weight would be four times stronger than on
