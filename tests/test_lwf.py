@@ -120,9 +120,10 @@ def test_lwf_and_tasl_run_the_llama_pipeline_and_their_flags_are_checked(tiny_ll
     assert all(len(summary[m]["R"]) == 3 and summary[m]["BWT"] is not None for m in ("LwF", "TaSL"))
     info = json.load(open(os.path.join(adapter_dir(out, tiny_llama, "LwF", "order", 2, TASKS[2]), "run_info.json")))
     assert info["settings"]["lwf_temperature"] == 1.5 and info["settings"]["lwf_lambda"] == LwFSettings.lwf_lambda
-    for flag, value, message in (("lwf_temperature", 0, "--lwf_temperature: must be > 0, got 0"),
-                                 ("lwf_lambda", -1.0, "--lwf_lambda: must be >= 0, got -1.0"),
-                                 ("tasl_temperature", -0.5, "--tasl_temperature: must be > 0, got -0.5")):
+    for method, flag, value, message in (("LwF", "lwf_temperature", 0, "--lwf_temperature: must be > 0, got 0"),
+                                         ("LwF", "lwf_lambda", -1.0, "--lwf_lambda: must be >= 0, got -1.0"),
+                                         ("TaSL", "tasl_temperature", -0.5, "--tasl_temperature: must be > 0, got -0.5")):
         with pytest.raises(SystemExit):
-            main(cli_args(tiny_llama, bench_dir, str(tmp_path / "bad"), 0, "LwF", **{flag: value}))
+            entry_points.train_llama(cli_args(tiny_llama, bench_dir, str(tmp_path / "bad"), 0, method, **{flag: value}))
         assert message in capsys.readouterr().err
+    assert not os.path.exists(tmp_path / "bad")

@@ -94,24 +94,53 @@ def tasl_run(tiny_t5, bench_dir, out, tasks=(0, 1, 2), **extra):
     return [adapter_dir(out, tiny_t5, "TaSL", "order", t, TASKS[t]) for t in range(3)]
 
 
-def test_a_sequence_consolidates_and_an_interruption_before_consolidation_reruns_it_only(
-        tiny_t5, bench_dir, tmp_path, monkeypatch, capsys):
+# 24 training examples in batches of 4: 6 optimizer steps per epoch, so the last step, 9, falls mid-epoch
+MID_EPOCH = {"max_steps": 9}
+
+
+def test_the_saved_adapter_is_the_consolidation_of_the_trained_one_with_the_previous(tiny_t5, bench_dir, tmp_path,
+                                                                                    monkeypatch):
     from rkif.plain_data import load_plain
 
-    folders = tasl_run(tiny_t5, bench_dir, str(tmp_path / "whole"), tasks=(0, 1))
-    first = load_plain(os.path.join(folders[0], tasl.TASL_STATE))
-    assert torch.equal(torch.cat(list(first["present"].values())), torch.cat(list(first["accumulated"].values())))
-    second = load_plain(os.path.join(folders[1], tasl.TASL_STATE))
-    accumulated = torch.cat(list(second["accumulated"].values()))
-    assert accumulated.min() == 0 and accumulated.max() == 1 and len(second["present"]) == 12
-    # the adapter saved is the consolidation of the trained weights with task 0's adapter: between them entry by
-    # entry (a convex combination), and equal to neither
-    a0, a1 = (load_plain(os.path.join(f, "adapter_model.bin")) for f in folders[:2])
-    assert a0.keys() == a1.keys() and any(not torch.equal(a0[k], a1[k]) for k in a0)
+    seen = {}
+    original = tasl.TaSL.end_of_task
 
-    # the same two tasks, stopped after task 1's training, before its consolidation
+    def recording(self, trainer, plan, *args, **kwargs):
+        seen["trained"] = {k: (a.detach().clone(), b.detach().clone())
+                           for k, (a, b) in tasl.lora_pairs(trainer.model.named_parameters()).items()}
+        seen["present"] = trainer.step_tracker.table()
+        seen["updates"] = trainer.step_tracker.tracker.num_updates
+        return original(self, trainer, plan, *args, **kwargs)
+
+    monkeypatch.setattr(tasl.TaSL, "end_of_task", recording)
+    folders = tasl_run(tiny_t5, bench_dir, str(tmp_path / "out"), tasks=(0, 1), **MID_EPOCH)
+    assert seen["updates"] == MID_EPOCH["max_steps"] - 1  # every step but the first
+    first = load_plain(os.path.join(folders[0], tasl.TASL_STATE))
+    assert all(torch.equal(first["present"][k], first["accumulated"][k]) for k in first["present"])
+    expected, coefficients, accumulated = tasl.consolidate(
+        seen["present"], first["accumulated"], seen["trained"],
+        tasl.lora_pairs(load_plain(os.path.join(folders[0], "adapter_model.bin")).items()), 0.25)
+    saved = tasl.lora_pairs(load_plain(os.path.join(folders[1], "adapter_model.bin")).items())
+    assert saved.keys() == expected.keys() and len(saved) == 12
+    for key, (a, b) in saved.items():
+        assert torch.equal(a, expected[key][0]) and torch.equal(b, expected[key][1]), key
+    c = torch.cat(list(coefficients.values()))
+    assert 0 < c.min() < c.max() < 1 and (c - 0.5).abs().max() > 0.1  # a real mix, unit by unit
+    assert any(not torch.equal(a, seen["trained"][k][0]) for k, (a, _) in saved.items())
+    second = load_plain(os.path.join(folders[1], tasl.TASL_STATE))
+    assert all(torch.equal(second["accumulated"][k], accumulated[k]) for k in accumulated)
+    assert min(v.min() for v in accumulated.values()) == 0 and max(v.max() for v in accumulated.values()) == 1
+
+
+def test_an_interruption_between_training_and_consolidation_reruns_the_consolidation_only(
+        tiny_t5, bench_dir, tmp_path, monkeypatch, capsys):
+    """Stopped after its last step (mid-epoch) and before the consolidation, task 1 resumes from the last step's
+    checkpoint, trains nothing, and saves what the uninterrupted run saves, bit for bit."""
+    from rkif.plain_data import load_plain
+
+    whole = tasl_run(tiny_t5, bench_dir, str(tmp_path / "whole"), tasks=(0, 1), **MID_EPOCH)
     out = str(tmp_path / "cut")
-    tasl_run(tiny_t5, bench_dir, out, tasks=(0,))
+    tasl_run(tiny_t5, bench_dir, out, tasks=(0,), **MID_EPOCH)
     original = tasl.TaSL.end_of_task
 
     def stop(self, *args, **kwargs):
@@ -119,17 +148,18 @@ def test_a_sequence_consolidates_and_an_interruption_before_consolidation_reruns
 
     monkeypatch.setattr(tasl.TaSL, "end_of_task", stop)
     with pytest.raises(KeyboardInterrupt):
-        main(cli_args(tiny_t5, bench_dir, out, 1, "TaSL", val_set_size=0))
+        main(cli_args(tiny_t5, bench_dir, out, 1, "TaSL", val_set_size=0, **MID_EPOCH))
     cut = adapter_dir(out, tiny_t5, "TaSL", "order", 1, TASKS[1])
     assert not os.path.exists(os.path.join(cut, "adapter_model.bin"))
     steps = max(int(d.split("-")[1]) for d in os.listdir(cut) if d.startswith("checkpoint-"))
+    assert steps == MID_EPOCH["max_steps"]  # the last step is checkpointed although 9 is no multiple of eval_steps
     monkeypatch.setattr(tasl.TaSL, "end_of_task", original)
     capsys.readouterr()
-    main(cli_args(tiny_t5, bench_dir, out, 1, "TaSL", val_set_size=0, resume_from_checkpoint="auto"))
+    main(cli_args(tiny_t5, bench_dir, out, 1, "TaSL", val_set_size=0, resume_from_checkpoint="auto", **MID_EPOCH))
     assert f"resuming task 1-{TASKS[1]} from {os.path.join(cut, f'checkpoint-{steps}')}" in capsys.readouterr().out
-    info = read_json(os.path.join(cut, "run_info.json"))
-    assert info["global_steps"] == steps == read_json(os.path.join(folders[1], "run_info.json"))["global_steps"]
-    resumed = load_plain(os.path.join(cut, "adapter_model.bin"))
-    assert all(torch.equal(a1[k], resumed[k]) for k in a1)  # bit for bit the uninterrupted run's
-    again = load_plain(os.path.join(cut, tasl.TASL_STATE))
-    assert all(torch.equal(second["accumulated"][k], again["accumulated"][k]) for k in second["accumulated"])
+    assert read_json(os.path.join(cut, "run_info.json"))["global_steps"] == steps
+    reference, resumed = (load_plain(os.path.join(f, "adapter_model.bin")) for f in (whole[1], cut))
+    assert reference.keys() == resumed.keys() and all(torch.equal(reference[k], resumed[k]) for k in reference)
+    a, b = (load_plain(os.path.join(f, tasl.TASL_STATE)) for f in (whole[1], cut))
+    for table in ("present", "accumulated"):
+        assert all(torch.equal(a[table][k], b[table][k]) for k in a[table])

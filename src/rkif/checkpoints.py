@@ -23,7 +23,7 @@ import torch
 from peft import PeftModel
 from transformers.modeling_utils import unwrap_model
 from transformers.trainer_callback import TrainerCallback
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from . import compat
 from .adapters import ADAPTER_WEIGHTS, load_adapter_weights
@@ -173,6 +173,24 @@ class StopOnSignal(TrainerCallback):
         return control
 
 
+class TrainingAlreadyDone(Exception):
+    """A run resumed from the checkpoint of its last step: nothing is left to train."""
+
+
+class _ResumedAfterTheLastStep(TrainerCallback):
+    """Stops a run resumed from its last step's checkpoint before it trains. Where that step falls mid-epoch the
+    Trainer would skip the epoch's trained batches and train one step more before checking max_steps (a
+    method with a step tracker checkpoints its last step, so an interruption after it reruns what follows
+    training only)."""
+
+    def __init__(self, trainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        if self.trainer._resumed_from is not None and state.global_step >= state.max_steps > 0:
+            raise TrainingAlreadyDone
+
+
 class AdapterCheckpointMixin:
     """transformers.Trainer checkpoints that hold the adapter and are marked complete when written.
 
@@ -188,6 +206,17 @@ class AdapterCheckpointMixin:
         self._defer_rotation = False
         self.stop_on_signal = StopOnSignal()
         self.add_callback(self.stop_on_signal)
+        self.add_callback(_ResumedAfterTheLastStep(self))
+
+    def train(self, *args, **kwargs):
+        try:
+            return super().train(*args, **kwargs)
+        except TrainingAlreadyDone:
+            # what the Trainer does after its last step; the checkpoint's weights and state are loaded already
+            if self.args.load_best_model_at_end and self.state.best_model_checkpoint is not None:
+                self._load_best_model()
+            self.is_in_train = False
+            return TrainOutput(self.state.global_step, 0.0, {"resumed_after_the_last_step": True})
 
     def _save_extra_state(self, checkpoint):
         pass

@@ -21,7 +21,9 @@ Consolidation, after task t > 0 (skill_consolidation_TasLoRA.py):
 - The adapter saved is A[r, :] = c_t A_t[r, :] + c_prev A_prev[r, :], B[:, r] likewise: it is what the
   next task starts from, what predictions use and what the adapter folder holds.
 - The accumulated table becomes min-max(0.3 P + 0.7 Q).
-After task 0 the adapter is the trained one and the accumulated table the raw present table.
+After task 0 the adapter is the trained one and the accumulated table the raw present table. With
+validation on (--val_set_size > 0), the trained weights are the best checkpoint's, which the Trainer
+reloads at the end, while the importance covers every step, as in the release.
 
 Differences from the release, on purpose: units are paired by name, not by row position of two CSV
 files; a table whose units are all equal normalises to zeros instead of 0/0; a step with a NaN or inf
