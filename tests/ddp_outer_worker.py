@@ -19,6 +19,7 @@ from rkif.loop import FeatureList
 from rkif.seq2seq import tokenize_seq2seq
 from rkif.settings import KIFConfig
 from rkif.kif_trainer import RecurrentKIFTrainer
+from rkif.cli_runner import leave_process_group
 
 model_dir, adapter, memory_file, out = sys.argv[1:5]
 world = int(os.environ.get("WORLD_SIZE", 1))
@@ -53,3 +54,4 @@ if args.process_index == 0:
     history = trainer.kif_history[0]
     torch.save({**captured, "outer_sensitivity": dict(trainer.outer_tracker.sensitivity),
                 "outer_losses": history["outer_losses"], "memory_indices": history["memory_indices"]}, out)
+leave_process_group()  # as the scripts do: a rank left to the interpreter's exit can abort

@@ -6,6 +6,7 @@ import sys
 
 from rkif.training import TRAIN
 from rkif.methods import get_method
+from rkif.cli_runner import leave_process_group
 
 backbone, methods, model, data, order, out = sys.argv[1:7]
 train = TRAIN[backbone]
@@ -16,3 +17,4 @@ for method in methods.split(","):
               num_epochs=1, batch_size=8, micro_batch_size=2, inner_iterations=2, outer_iterations=2,
               train_batch_size_outer=4, memory_data_ratio=25, val_set_size=0, warmup_steps=1, logging_steps=100,
               **extra)
+leave_process_group()  # as the scripts do: a rank left to the interpreter's exit can abort

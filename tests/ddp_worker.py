@@ -17,6 +17,7 @@ import rkif.kif_trainer
 from rkif.training import TRAIN
 
 from rkif.adapters import lora_parameters
+from rkif.cli_runner import leave_process_group
 
 train = TRAIN["t5"]
 
@@ -42,3 +43,4 @@ for task_id in (0, 1):
     train(base_model=model, data_dir=data, dataset_id=order, task_id=task_id, output_path=out, num_epochs=2,
           batch_size=8, micro_batch_size=2, inner_iterations=2, outer_iterations=2, train_batch_size_outer=4,
           memory_data_ratio=25, eval_steps=2, warmup_steps=1, logging_steps=100)
+leave_process_group()  # as the scripts do: a rank left to the interpreter's exit can abort

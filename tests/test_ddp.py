@@ -113,3 +113,15 @@ def test_the_outer_loop_on_two_ranks_is_the_outer_loop_on_one(tiny_t5, bench_dir
         torch.testing.assert_close(b["delta_out"][n], a["delta_out"][n], rtol=1e-4, atol=1e-7)
         torch.testing.assert_close(b["outer_sensitivity"][n], a["outer_sensitivity"][n], rtol=1e-4, atol=1e-10)
     assert a["outer_losses"] == pytest.approx(b["outer_losses"], rel=1e-5)
+
+
+def test_a_script_leaves_its_process_group_before_it_exits(tmp_path):
+    """The scripts' runner destroys the process group once the command has returned (a rank left to the
+    interpreter's exit could abort after its work was done, and torchrun report the job failed)."""
+    code = ("import sys, torch.distributed as dist; from rkif.cli_runner import leave_process_group, run; "
+            f"dist.init_process_group('gloo', init_method='file://{tmp_path / 'store'}', rank=0, world_size=1); "
+            "run(lambda x=1: print('ran', dist.is_initialized()), ['--x', '2']); print('after', dist.is_initialized())")
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "CUDA_VISIBLE_DEVICES": ""})
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.split() == ["ran", "True", "after", "False"]

@@ -99,5 +99,16 @@ def run(fn, argv=None, *, name=None, extra_flags=()):
         # fire hands --help to a function with **kwargs as a flag; asked as fire's own flag, it shows the help
         argv = ["--", "--help"]
     exit_on_input_error(check_argv, fn, argv, extra_flags)
-    return fire.Fire(functools.wraps(fn)(lambda *a, **kw: exit_on_input_error(fn, *a, **kw)), command=argv,
-                     name=name or os.path.basename(sys.argv[0]))
+    result = fire.Fire(functools.wraps(fn)(lambda *a, **kw: exit_on_input_error(fn, *a, **kw)), command=argv,
+                       name=name or os.path.basename(sys.argv[0]))
+    leave_process_group()
+    return result
+
+
+def leave_process_group():
+    """Under torchrun, each rank leaves its process group before the interpreter exits: left to the exit,
+    gloo's threads can abort a rank whose work is done ("terminate called without an active exception",
+    exit -6), and torchrun then reports the job failed. torch.distributed never imported: no group."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
