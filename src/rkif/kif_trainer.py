@@ -12,7 +12,7 @@ from transformers import trainer as _hf_trainer
 from transformers.modeling_utils import unwrap_model
 
 from . import compat
-from .loop import RecurrentKIFMixin
+from .loop import RecurrentKIFMixin, on_parameter_devices
 from .plain_data import load_plain
 
 METHOD_STATE = "method_state_{}.pt"  # one per rank, as the loop's own state
@@ -76,19 +76,7 @@ class RecurrentKIFTrainer(RecurrentKIFMixin, _Trainer):
         if not os.path.isfile(path):
             raise FileNotFoundError(f"{path} is missing: this checkpoint holds no state of the method's step tracker "
                                     f"for rank {self.args.process_index}, so the task cannot resume exactly")
-        params = dict(self.model.named_parameters())
-        state = load_plain(path)
-        # each tensor on its own parameter's device
-        self.step_tracker.load_state_dict(_on_devices(state, params))
-
-
-def _on_devices(value, params, name=None):
-    """value (nested dicts of tensors keyed by parameter names) with each tensor on its parameter's device."""
-    if isinstance(value, dict):
-        return {k: _on_devices(v, params, k) for k, v in value.items()}
-    if isinstance(value, torch.Tensor) and name in params:
-        return value.to(params[name].device)
-    return value
+        self.step_tracker.load_state_dict(on_parameter_devices(load_plain(path), dict(self.model.named_parameters())))
 
 
 class _StepTrackerCallback(TrainerCallback):

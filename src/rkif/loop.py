@@ -173,12 +173,9 @@ class RecurrentKIFMixin(AdapterCheckpointMixin):
         # each tensor on its own parameter's device: the patched-Trainer route loads with
         # device_map="auto", which spreads layers over GPUs
         params = dict(self.model.named_parameters())
-        on_device = lambda tensors: {n: t.to(params[n].device) for n, t in tensors.items()}  # noqa: E731
-        self.anchor = on_device(state["anchor"])
+        self.anchor = on_parameter_devices(state["anchor"], params)
         for tracker, key in ((self.inner_tracker, "inner_tracker"), (self.outer_tracker, "outer_tracker")):
-            st = state[key]
-            tracker.load_state_dict({**st, "sensitivity": on_device(st["sensitivity"]),
-                                     "uncertainty": on_device(st["uncertainty"])})
+            tracker.load_state_dict(on_parameter_devices(state[key], params))
         if self.memory_generator is not None:  # otherwise the Trainer restores the global RNG itself
             self.memory_generator.set_state(state["memory_generator"])
         self.kif_history = list(state["kif_history"])
@@ -356,6 +353,16 @@ class _RecurrentKIFCallback(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step % self.trainer.kif.inner_iterations == 0:
             self.trainer.recurrent_step()
+
+
+def on_parameter_devices(value, params, name=None):
+    """value (nested dicts whose tensors are keyed by parameter names) with each tensor on its parameter's device;
+    anything else as it is."""
+    if isinstance(value, dict):
+        return {k: on_parameter_devices(v, params, k) for k, v in value.items()}
+    if isinstance(value, torch.Tensor) and name in params:
+        return value.to(params[name].device)
+    return value
 
 
 def _clock():
